@@ -1,0 +1,276 @@
+"""bAbI QA tasks v1.2: download, parse and vectorise (shared by memn2n.py and the tests).
+
+Weston et al., "Towards AI-Complete Question Answering" (arXiv 1502.05698). The data set is
+20 tasks of short stories; a question line is `question<TAB>answer<TAB>supporting ids`.
+
+    python babi_data.py                      # download + verify into the cache, print where
+    python babi_data.py --data-dir DIR       # check an extracted `en` / `en-10k` folder
+"""
+import argparse
+import functools
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+URL = os.environ.get("BABI_URL", "http://www.thespermwhale.com/jaseweston/babi/tasks_1-20_v1-2.tar.gz")
+ARCHIVE_DIR = "tasks_1-20_v1-2/en"  # the 1k set the paper's Table 1 uses
+CACHE_DIR = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "babi")
+TASK_NAMES = {1: "single-supporting-fact", 2: "two-supporting-facts", 3: "three-supporting-facts",
+              4: "two-arg-relations", 5: "three-arg-relations", 6: "yes-no-questions", 7: "counting",
+              8: "lists-sets", 9: "simple-negation", 10: "indefinite-knowledge",
+              11: "basic-coreference", 12: "conjunction", 13: "compound-coreference",
+              14: "time-reasoning", 15: "basic-deduction", 16: "basic-induction",
+              17: "positional-reasoning", 18: "size-reasoning", 19: "path-finding",
+              20: "agents-motivations"}
+# SHA-256 of every file we extract (the archive's `en` folder, v1.2). Verifying the content,
+# not the archive bytes, means a re-packed mirror with identical files is accepted too.
+EN_SHA256 = {
+    "qa1_single-supporting-fact_test.txt": "55acf66cef2f6d798e2aa1d056e1ec8f24e910ea9215b639450574321132959b",
+    "qa1_single-supporting-fact_train.txt": "c64ba9b1a49bbb111ffc4cd2ae4f129d25c012399dd7ade9679eea464b9afb05",
+    "qa2_two-supporting-facts_test.txt": "eff93fb9cd81ba02eb765772cf7cc269769ed44ec71cbbbc19cfb16ee5eba0f6",
+    "qa2_two-supporting-facts_train.txt": "a4978af5bc0dc30191810e7c9949aaa6eae939ed0f6beb9fcb5f4330c2a27860",
+    "qa3_three-supporting-facts_test.txt": "17795c977100baf8188f386522ae301b62d6c1a13efc01b3aea781e588b4d57f",
+    "qa3_three-supporting-facts_train.txt": "a6e78019f36a02a7ed71fe6aaded0b563ff09c8deec392931801fcd9c6af4d60",
+    "qa4_two-arg-relations_test.txt": "07f0ca18ddeea9eed4ba6d59e162adcb0ce44815721114b3540d92825509331e",
+    "qa4_two-arg-relations_train.txt": "c9370502d85fa382f32d1fea2111e817f81ae9e3e79eb2924a1a5392a90417fa",
+    "qa5_three-arg-relations_test.txt": "ec825c1c8a76e63a31f0d7a7763cd63740e98332fa9bdf246a19068949bd5f97",
+    "qa5_three-arg-relations_train.txt": "086cd59c3ca9677bfac3d6a22ca5853c76a5c1fbae3159c7c4a6aef759a74ec0",
+    "qa6_yes-no-questions_test.txt": "b108b16f1eccbd1c24df6dca2649079a7b2f10af7fd12d4c45a3393802de59e3",
+    "qa6_yes-no-questions_train.txt": "5a133115ee35d475776df703ff605d145b11effbcdbf7e74861f9d5639246a5a",
+    "qa7_counting_test.txt": "a74d1f2b91329b2bae814d41cdac2fbdfdf0328562b7d8afa9a0fa576d461e27",
+    "qa7_counting_train.txt": "dca03bd91876951c49f1c971c83c9dd55404de60201b7b6435451cf7ddb4751c",
+    "qa8_lists-sets_test.txt": "362a653c821a580fa315a85243b4f03bfa06fa7e0269b6f8e596f8fe6911646a",
+    "qa8_lists-sets_train.txt": "058604df6f9440458317e8ae685d2b7b84261e1a80b4d6410a9140d16f81bf06",
+    "qa9_simple-negation_test.txt": "63590aff3f89993db409f0e9a9eb39c2a5b9d5efff99b255d800a891b0044d9f",
+    "qa9_simple-negation_train.txt": "0c3b89921af0caea1c4059ee3f7b7f2a88869f924195a428da37820446b8c49f",
+    "qa10_indefinite-knowledge_test.txt": "fde8f20ed0b3ba979058ed391a566af34653f23baab5b2793ee37f87ef4e88b7",
+    "qa10_indefinite-knowledge_train.txt": "0b7691689447bab05476c5b48c44999b41e747c3978df69c18fdd87b60d6e8b3",
+    "qa11_basic-coreference_test.txt": "46f3290d0158ce1285a40cd2d793f5a65f86ae5000226e165cbc85a3dfeb2f6f",
+    "qa11_basic-coreference_train.txt": "9468de9a1f256f43dfda693a5d07182d21149a82b65f7c2451c64e9cff5eb138",
+    "qa12_conjunction_test.txt": "6437718f8f9801ce345869e910b896836cdc6fd2d01dc7b4d2df49730703b4b1",
+    "qa12_conjunction_train.txt": "45c2764bb2d3c8f699d35e9d9aa7958fcd96379c6e907116cdf74526c108bb25",
+    "qa13_compound-coreference_test.txt": "76a25b684f23c9cc473d8cd1465506168b9a1ec8891cfc59d0bbd87e6a064990",
+    "qa13_compound-coreference_train.txt": "533a391edbda743e4c99504de88b40cdded5b1d5ef454d1390f0863f748a4cc9",
+    "qa14_time-reasoning_test.txt": "e3f0b19858ffbec3ed1e49076cc4d1295a89ce146c50318b862f13f202b3caf2",
+    "qa14_time-reasoning_train.txt": "b7561cbc624205c9c2fdbb8c843cfa8ad90edd65e78bb223fc6dea8113662df8",
+    "qa15_basic-deduction_test.txt": "32b77e117fe9acf5f94906684e3b5206de0108e646c76e1da3e022896ec7ee94",
+    "qa15_basic-deduction_train.txt": "e856ebfdcce4dd7d617c1d10f985e96a0850c0ca18e9a19a017cb710d135ed3d",
+    "qa16_basic-induction_test.txt": "4a11e55366f2a5a859b5a81f683ee23801bdbe71ef984e51adb976bd053e8dcf",
+    "qa16_basic-induction_train.txt": "20121005137e3d4b061a086eb177a456303d5742b764eb8da2d0e480b6af4d28",
+    "qa17_positional-reasoning_test.txt": "9e1e0250ed4ec1831757fab26c04138f81ea557ebf6976a220db879cbed04bac",
+    "qa17_positional-reasoning_train.txt": "20083bf56ff74f0e7cf5e3e2f8c3905cdb8ef09293c3e8cf7a96ed8b45ae2277",
+    "qa18_size-reasoning_test.txt": "d34f70eb7228a276fcb3a7854174fe562c5634f4fb454a39fc3d1ad9934be3ef",
+    "qa18_size-reasoning_train.txt": "18b7dcf52c9a0e87e4e7dd3d65b7e5a630de039645f52a1294197af7481d739d",
+    "qa19_path-finding_test.txt": "023e391f0d7f79c9e6ae1c46c093e2d0dbd50ab8fbd8965e037a75e3614c20e5",
+    "qa19_path-finding_train.txt": "dcb788352a56effb7bea1449128f31cc9c342c8c327b6df2caeee0e379e6ad3a",
+    "qa20_agents-motivations_test.txt": "bd3bde3788ac14ba0ae095078f7b820fbd2bfa6a34dba9d1d46a34afde9c2729",
+    "qa20_agents-motivations_train.txt": "29580ad55fb7b4b29ba014696056cc68f8f347dac3be88470fd692ad60150398",
+}
+
+
+class DataError(Exception):
+    """A problem with the data that the user can fix; printed as one line, no traceback."""
+
+
+HOW_TO_GET = (f"pass --data-dir pointing at an extracted tasks_1-20_v1-2/en (or en-10k) folder, "
+              f"or set BABI_DIR; the archive is at {URL}")
+
+
+# --------------------------------------------------------------------------- download + cache
+def _safe_members(tar, prefix):
+    """Regular files under `prefix`; refuse the whole archive if any member could escape."""
+    keep = []
+    for m in tar.getmembers():
+        parts = m.name.replace("\\", "/").split("/")
+        if m.name.startswith("/") or ".." in parts or m.issym() or m.islnk() or m.isdev():
+            raise DataError(f"unsafe member {m.name!r} in the archive (absolute path, '..' or link): "
+                            f"refusing to extract; nothing was kept")
+        if m.isfile() and m.name.startswith(prefix + "/"):
+            keep.append(m)
+    return keep
+
+
+def download(url=URL, cache_dir=CACHE_DIR, manifest=None, prefix=ARCHIVE_DIR, timeout=60):
+    """Fetch the archive, extract `prefix` safely, verify it and move it into place atomically.
+
+    Everything happens in a temporary folder inside `cache_dir`; only a complete, verified
+    folder is renamed into place, so a failed or interrupted download leaves nothing behind."""
+    manifest = EN_SHA256 if manifest is None else manifest
+    final = os.path.join(cache_dir, prefix)
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".partial-", dir=cache_dir)
+    try:
+        archive = os.path.join(tmp, "archive.tar.gz")
+        print(f"downloading {url} -> {cache_dir}", flush=True)
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as r, open(archive, "wb") as f:
+                shutil.copyfileobj(r, f)
+        except (urllib.error.URLError, OSError) as e:
+            raise DataError(f"cannot download the bAbI data from {url} ({getattr(e, 'reason', e)}); "
+                            f"no network? {HOW_TO_GET}") from None
+        out = os.path.join(tmp, "x")
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                for m in _safe_members(tar, prefix):
+                    dest = os.path.join(out, m.name)
+                    os.makedirs(os.path.dirname(dest), exist_ok=True)
+                    with tar.extractfile(m) as src, open(dest, "wb") as dst:
+                        shutil.copyfileobj(src, dst)
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise DataError(f"the download from {url} is not a valid .tar.gz ({e}); nothing was kept") from None
+        folder = os.path.join(out, prefix)
+        for name, want in manifest.items():
+            path = os.path.join(folder, name)
+            if not os.path.isfile(path):
+                raise DataError(f"the archive from {url} lacks {prefix}/{name}; nothing was kept")
+            with open(path, "rb") as f:
+                if hashlib.sha256(f.read()).hexdigest() != want:
+                    raise DataError(f"checksum mismatch for {prefix}/{name} from {url}: corrupt or not "
+                                    f"the official v1.2 archive; nothing was kept")
+        if not os.path.isdir(final):
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            os.replace(folder, final)  # atomic: the cache holds the whole folder or none of it
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_data_dir(data_dir=None, cache_dir=None, url=None):
+    """--data-dir, else $BABI_DIR, else the cache (downloading into it on first use)."""
+    data_dir = data_dir or os.environ.get("BABI_DIR")
+    if data_dir:
+        if not os.path.isdir(data_dir):
+            raise DataError(f"data folder {data_dir} does not exist; {HOW_TO_GET}")
+        return data_dir
+    cache_dir = cache_dir or CACHE_DIR
+    cached = os.path.join(cache_dir, ARCHIVE_DIR)
+    return cached if os.path.isdir(cached) else download(url or URL, cache_dir)
+
+
+def task_files(data_dir, task):
+    """(train, test) paths of task `task` (1-20) in an extracted en / en-10k folder."""
+    paths = []
+    for split in ("train", "test"):
+        path = os.path.join(data_dir, f"qa{task}_{TASK_NAMES[task]}_{split}.txt")
+        if not os.path.isfile(path):
+            raise DataError(f"missing data file {path}; {HOW_TO_GET}")
+        paths.append(path)
+    return paths
+
+
+# --------------------------------------------------------------------------- parsing
+def tokenize(sentence):
+    """'Where is Mary?' -> ['where', 'is', 'mary']: lower case, punctuation dropped."""
+    return re.findall(r"[a-z0-9]+", sentence.lower())
+
+
+def parse_stories(path):
+    """Parse one bAbI file into examples (story, question, answer, support).
+
+    story: the statements before the question, oldest first, each a token list;
+    answer: one word, list answers of tasks 8 and 19 kept whole ('milk,apple' is one answer
+    word, as in the paper); support: indices into `story` of the supporting statements."""
+    examples, story, line_to_idx = [], [], {}
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            num, _, text = line.partition(" ")
+            if not num.isdigit() or not text:
+                raise DataError(f"{where}: expected '<line number> <text>', got {line[:40]!r}")
+            if int(num) == 1:  # a line numbered 1 starts a new story
+                story, line_to_idx = [], {}
+            if "\t" in text:
+                fields = text.split("\t")
+                if len(fields) != 3 or not fields[1].strip():
+                    raise DataError(f"{where}: a question line must be "
+                                    f"'question<TAB>answer<TAB>supporting ids'")
+                question, answer, support = fields
+                try:
+                    support = [line_to_idx[int(s)] for s in support.split()]
+                except (ValueError, KeyError):
+                    raise DataError(f"{where}: supporting ids {fields[2]!r} must be numbers of "
+                                    f"earlier statements in the same story") from None
+                examples.append({"story": list(story), "question": tokenize(question),
+                                 "answer": answer.strip().lower(), "support": support})
+            else:
+                line_to_idx[int(num)] = len(story)
+                story.append(tokenize(text))
+    if not examples:
+        raise DataError(f"{path}: no question lines (question<TAB>answer<TAB>ids) found")
+    return examples
+
+
+@functools.lru_cache(maxsize=None)
+def load_task(data_dir, task):
+    """(train, test) example lists of one task (parsed once per process; do not modify)."""
+    return tuple(parse_stories(p) for p in task_files(data_dir, task))
+
+
+def split_validation(examples, fraction=0.1, seed=0):
+    """Deterministic hold-out: the same 10 % whatever --seed the model uses (Sec. 4.2)."""
+    order = np.random.RandomState(seed).permutation(len(examples))
+    n_val = max(1, int(round(fraction * len(examples))))
+    return [examples[i] for i in sorted(order[n_val:])], [examples[i] for i in sorted(order[:n_val])]
+
+
+# --------------------------------------------------------------------------- vectorising
+def build_vocab(*example_lists):
+    """word -> id, ids from 1; 0 is the nil word (padding), whose embedding stays zero."""
+    words = set()
+    for examples in example_lists:
+        for ex in examples:
+            words.update(w for s in ex["story"] for w in s)
+            words.update(ex["question"])
+            words.add(ex["answer"])
+    return {w: i for i, w in enumerate(sorted(words), 1)}
+
+
+def vectorize(examples, word_idx, sentence_size, mem_size):
+    """Fixed-size int arrays; keeps the `mem_size` most recent sentences of each story.
+
+    Returns S [n, mem_size, sentence_size] with S[:, 0] the MOST RECENT sentence (the paper
+    indexes memories in reverse, Sec. 4.1), Q [n, sentence_size], A [n] answer ids, and
+    L [n] the number of memories used (the rest are nil padding)."""
+    n = len(examples)
+    S = np.zeros((n, mem_size, sentence_size), np.int32)
+    Q = np.zeros((n, sentence_size), np.int32)
+    A = np.zeros(n, np.int32)
+    L = np.zeros(n, np.int32)
+    for i, ex in enumerate(examples):
+        recent = ex["story"][::-1][:mem_size]  # newest first, truncated to the memory size
+        for slot, sentence in enumerate(recent):
+            ids = [word_idx[w] for w in sentence][:sentence_size]
+            S[i, slot, :len(ids)] = ids
+        q = [word_idx[w] for w in ex["question"]][:sentence_size]
+        Q[i, :len(q)] = q
+        A[i] = word_idx[ex["answer"]]
+        L[i] = len(recent)
+    return S, Q, A, L
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", help="extracted en / en-10k folder (default: $BABI_DIR or the cache)")
+    p.add_argument("--cache-dir", default=CACHE_DIR, help="where the download is kept (default %(default)s)")
+    args = p.parse_args()
+    try:
+        d = resolve_data_dir(args.data_dir, args.cache_dir)
+        n = {t: sum(len(x) for x in load_task(d, t)) for t in TASK_NAMES}
+    except DataError as e:
+        sys.exit(f"babi_data.py: error: {e}")
+    print(f"data_dir={d} tasks={len(n)} questions={sum(n.values())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+"""Test suite: python -m pytest -q test_scripts.py
+
+Offline. Real-data checks run when BABI_DIR points at the bAbI `en` folder (.ci/run sets it)."""
+import functools
+import hashlib
+import http.server
+import io
+import os
+import subprocess
+import sys
+import tarfile
+import threading
+
+import numpy as np
+import pytest
+
+import babi_data
+import memn2n
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BABI_DIR = os.environ.get("BABI_DIR")
+
+
+def run_script(script, *args, env=None, timeout=600):
+    """Run one of the scripts as a user would; returns (exit code, stdout, stderr)."""
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+    p = subprocess.run([sys.executable, os.path.join(HERE, script), *args], capture_output=True,
+                       text=True, env=full_env, timeout=timeout, cwd=HERE)
+    return p.returncode, p.stdout, p.stderr
+
+
+def assert_one_line_error(rc, err, *needles):
+    assert rc != 0
+    assert "Traceback" not in err, err
+    lines = [l for l in err.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+# --------------------------------------------------------------------------- generated bAbI data
+PEOPLE = ["mary", "john", "sandra", "daniel", "fred", "bill", "julie", "emma"]
+PLACES = ["kitchen", "garden", "office", "hallway", "bedroom", "bathroom", "cellar", "garage"]
+
+
+def write_task1_like(folder, n_stories, seed, name="qa1_single-supporting-fact"):
+    """bAbI task 1 in its own format: 'X went to the Y.' ... 'Where is X?<TAB>Y<TAB>id'."""
+    rng = np.random.RandomState(seed)
+    for split, n in (("train", n_stories), ("test", n_stories // 2)):
+        lines = []
+        for _ in range(n):
+            where, num = {}, 0
+            for _ in range(5):
+                for _ in range(2):
+                    p, q = rng.choice(PEOPLE), rng.choice(PLACES)
+                    num += 1
+                    lines.append(f"{num} {p.capitalize()} went to the {q}.")
+                    where[p] = (q, num)
+                p = rng.choice(sorted(where))
+                num += 1
+                lines.append(f"{num} Where is {p.capitalize()}? \t{where[p][0]}\t{where[p][1]}")
+        with open(os.path.join(folder, f"{name}_{split}.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def gen_dir(tmp_path_factory):
+    return write_task1_like(tmp_path_factory.mktemp("babi_gen"), 300, seed=0)
+
+
+# --------------------------------------------------------------------------- parsing
+STORY = """1 Mary moved to the bathroom.
+2 John went to the hallway.
+3 Where is Mary? \tbathroom\t1
+4 Mary got the milk there.
+5 Mary picked up the apple.
+6 What is Mary carrying?\tmilk,apple\t4 5
+1 Sandra went to the garden.
+2 Where is Sandra?\tgarden\t1
+"""
+
+
+def test_parse_handwritten_story(tmp_path):
+    path = tmp_path / "qa8_lists-sets_train.txt"
+    path.write_text(STORY)
+    exs = babi_data.parse_stories(str(path))
+    assert len(exs) == 3
+    assert exs[0]["story"] == [["mary", "moved", "to", "the", "bathroom"], ["john", "went", "to", "the", "hallway"]]
+    assert exs[0]["question"] == ["where", "is", "mary"] and exs[0]["answer"] == "bathroom"
+    assert exs[0]["support"] == [0]
+    # question lines are not memories: line 4 and 5 are statements 2 and 3 of the story
+    assert len(exs[1]["story"]) == 4 and exs[1]["support"] == [2, 3]
+    assert exs[1]["answer"] == "milk,apple"          # a list answer is one answer word
+    assert exs[2]["story"] == [["sandra", "went", "to", "the", "garden"]]  # line 1 resets the story
+    vocab = babi_data.build_vocab(exs)
+    assert "milk,apple" in vocab and min(vocab.values()) == 1  # 0 is the nil word
+
+
+def test_memory_truncation_and_reverse_temporal_order():
+    story = [[f"w{i}"] for i in range(8)]           # w0 oldest ... w7 newest
+    ex = {"story": story, "question": ["q"], "answer": "w7", "support": [7]}
+    vocab = babi_data.build_vocab([ex])
+    S, Q, A, L = babi_data.vectorize([ex], vocab, sentence_size=2, mem_size=5)
+    assert L[0] == 5
+    # slot 0 holds the most recent sentence (x_1 in the paper), the oldest 3 are dropped
+    assert [S[0, i, 0] for i in range(5)] == [vocab[f"w{i}"] for i in (7, 6, 5, 4, 3)]
+    assert (S[0, :, 1] == 0).all() and A[0] == vocab["w7"]
+
+
+def test_random_noise_inserts_empty_memories_and_keeps_order():
+    rng = np.random.RandomState(0)
+    n, M = 200, 30
+    L = rng.randint(1, 20, n)
+    S = np.zeros((n, M, 1), np.int32)
+    for i in range(n):
+        S[i, :L[i], 0] = np.arange(1, L[i] + 1)      # sentence ids, newest first
+    S2, L2 = memn2n.add_random_noise(S, L, rng, 0.1)
+    added = L2 - L
+    assert (added >= 0).all() and 0.05 < added.sum() / L.sum() < 0.15
+    for i in range(n):
+        kept = S2[i, :L2[i], 0]
+        assert list(kept[kept > 0]) == list(range(1, L[i] + 1))   # same sentences, same order
+        assert (kept == 0).sum() == added[i] and (S2[i, L2[i]:] == 0).all()
+
+
+def test_split_validation_is_deterministic():
+    exs = list(range(1000))
+    a, b = babi_data.split_validation(exs), babi_data.split_validation(exs)
+    assert a == b and len(a[1]) == 100 and not set(a[0]) & set(a[1])
+
+
+# --------------------------------------------------------------------------- the model's math
+def test_position_encoding_matches_formulas():
+    S, d = 7, 20
+    paper, matlab = memn2n.position_encoding(S, d, "paper"), memn2n.position_encoding(S, d, "matlab")
+    for J in range(1, S + 1):
+        for j in range(1, S + 1):
+            for k in range(1, d + 1):
+                want = (1 - j / J) - (k / d) * (1 - 2 * j / J) if j <= J else 0.0
+                assert abs(paper[J, j - 1, k - 1] - want) < 1e-6
+                want = 1 + 4 * (k - (d + 1) / 2) * (j - (S + 1) / 2) / (d * S) if j <= J else 0.0
+                assert abs(matlab[J, j - 1, k - 1] - want) < 1e-6
+
+
+def _small_model(gen_dir, **overrides):
+    import tensorflow.compat.v1 as tf
+    tf.disable_v2_behavior()
+    cfg = memn2n.parse_args(["--task", "1", *sum(([f"--{k}", str(v)] for k, v in overrides.items()), [])])
+    data = memn2n.Data([1], gen_dir, cfg.mem_size, cfg.noise)
+    V = len(data.word_idx) + 1
+    graph = tf.Graph()
+    with graph.as_default():
+        g = memn2n.build_graph(cfg, V, data.sentence_size, data.mem_slots)
+    sess = tf.Session(graph=graph)
+    sess.run(g["init"])
+    return cfg, data, V, g, sess
+
+
+def test_nil_embedding_stays_zero_and_gradients_are_clipped(gen_dir):
+    # a large init makes the raw gradients far larger than 40, so the clip has work to do
+    cfg, data, V, g, sess = _small_model(gen_dir, **{"init-std": 3.0})
+    S, Q, A, L = data.splits["train"][:4]
+    fd = memn2n.feed(g, S[:256], Q[:256], A[:256], L[:256], V)
+    tf = g["tf"]
+    with sess.graph.as_default():
+        raw = tf.gradients(g["loss"], sess.graph.get_collection("trainable_variables"))
+        raw_norms = [tf.norm(tf.convert_to_tensor(r)) for r in raw]
+    raw_norms, clipped = sess.run([raw_norms, g["grads"]], fd)
+    assert max(raw_norms) > 40.0
+    assert all(np.linalg.norm(c) <= 40.0 * (1 + 1e-5) for c in clipped)
+    g["linear"].load(False, sess)
+    for i in range(0, 320, 32):
+        sess.run(g["train_op"], memn2n.feed(g, S[i:i + 32], Q[i:i + 32], A[i:i + 32], L[i:i + 32], V))
+    for E in sess.run(g["nil_vars"]):
+        assert np.all(E[0] == 0.0)                   # the nil word's embedding is still zero
+        assert np.abs(E[1:]).sum() > 0
+
+
+def test_untrained_model_is_at_chance(gen_dir):
+    cfg, data, V, g, sess = _small_model(gen_dir)
+    _, correct = memn2n.evaluate(sess, g, data.splits["test"], V)
+    assert correct.mean() < 0.4                      # 8 places: chance is about 1/8
+
+
+def test_end_to_end_learns_generated_task_and_reloads(gen_dir, tmp_path):
+    save = str(tmp_path / "model")
+    rc, out, err = run_script("memn2n.py", "--task", "1", "--data-dir", gen_dir, "--epochs", "30",
+                              "--ls-epochs", "10", "--seed", "3", "--save", save, "--logdir", str(tmp_path))
+    assert rc == 0, err
+    assert "epoch=1 lr=0.005" in out and "examples_per_sec=" in out
+    result = out.strip().splitlines()[-1]
+    assert result.startswith("RESULT task=1 test_acc=")
+    acc = float(result.split("test_acc=")[1].split()[0])
+    assert acc >= 0.95, result                       # an untrained model is near 1/8 (test above)
+    logs = [d for d in os.listdir(tmp_path) if d.startswith("memn2n_task1__3__")]
+    assert logs and any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / logs[0]))
+    rc, out2, err = run_script("memn2n.py", "--task", "1", "--data-dir", gen_dir, "--load", save, "--show", "2")
+    assert rc == 0, err
+    assert out2.strip().splitlines()[-1].split("wall_s")[0] == result.split("wall_s")[0]
+    assert "hop1" in out2 and "hop3" in out2 and "predicted:" in out2
+
+
+@pytest.mark.skipif(not BABI_DIR, reason="BABI_DIR not set: real bAbI data not available")
+def test_real_task1_reaches_99_percent(tmp_path):
+    rc, out, err = run_script("memn2n.py", "--task", "1", "--data-dir", BABI_DIR, "--logdir", str(tmp_path))
+    assert rc == 0, err
+    acc = float(out.strip().splitlines()[-1].split("test_acc=")[1].split()[0])
+    assert acc >= 0.99, out[-500:]
+
+
+@pytest.mark.skipif(not BABI_DIR, reason="BABI_DIR not set: real bAbI data not available")
+def test_real_data_files_parse_and_match_checksums():
+    for t in range(1, 21):
+        train, test = babi_data.load_task(BABI_DIR, t)
+        assert len(train) == 1000 and len(test) == 1000
+    for name, want in babi_data.EN_SHA256.items():
+        with open(os.path.join(BABI_DIR, name), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == want
+
+
+# --------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("task", ["0", "21", "x"])
+def test_bad_task(task, gen_dir):
+    rc, _, err = run_script("memn2n.py", "--task", task, "--data-dir", gen_dir)
+    assert_one_line_error(rc, err, f"unknown task '{task}'", "1 to 20")
+
+
+def test_missing_data_folder_and_missing_task_file(tmp_path, gen_dir):
+    rc, _, err = run_script("memn2n.py", "--data-dir", str(tmp_path / "nope"))
+    assert_one_line_error(rc, err, "does not exist", "--data-dir")
+    rc, _, err = run_script("memn2n.py", "--task", "2", "--data-dir", gen_dir)
+    assert_one_line_error(rc, err, os.path.join(gen_dir, "qa2_two-supporting-facts_train.txt"), "--data-dir")
+
+
+def test_malformed_line_names_file_and_line(tmp_path):
+    write_task1_like(tmp_path, 4, seed=1)
+    path = tmp_path / "qa1_single-supporting-fact_train.txt"
+    lines = path.read_text().splitlines()
+    lines[6] = "7 Where is Mary?\tkitchen"                # a question line with two fields
+    path.write_text("\n".join(lines) + "\n")
+    rc, _, err = run_script("memn2n.py", "--task", "1", "--data-dir", str(tmp_path))
+    assert_one_line_error(rc, err, f"{path}:7:", "question<TAB>answer<TAB>supporting ids")
+
+
+def test_no_network_and_no_data(tmp_path):
+    env = {"BABI_DIR": "", "XDG_CACHE_HOME": str(tmp_path), "BABI_URL": "http://127.0.0.1:9/tasks.tar.gz"}
+    rc, _, err = run_script("memn2n.py", "--task", "1", env=env)
+    assert_one_line_error(rc, err, "cannot download", "127.0.0.1:9", "--data-dir")
+    assert os.listdir(tmp_path / "babi") == []       # nothing half-written left in the cache
+
+
+def test_load_missing_checkpoint(tmp_path, gen_dir):
+    rc, _, err = run_script("memn2n.py", "--data-dir", gen_dir, "--load", str(tmp_path / "none"))
+    assert_one_line_error(rc, err, "no checkpoint at", "--save")
+
+
+# --------------------------------------------------------------------------- download
+def _archive(files, extra=None):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if extra:
+            tar.addfile(extra, io.BytesIO(b"x") if extra.isfile() else None)
+    return buf.getvalue()
+
+
+@pytest.fixture
+def served(tmp_path):
+    """Serve tmp_path/www on 127.0.0.1 for the download tests."""
+    www = tmp_path / "www"
+    www.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(www))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield www, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+CONTENT = {"qa1_single-supporting-fact_train.txt": b"1 Mary went to the hall.\n2 Where is Mary?\thall\t1\n"}
+MANIFEST = {n: hashlib.sha256(d).hexdigest() for n, d in CONTENT.items()}
+
+
+def test_download_good_archive(served, tmp_path):
+    www, base = served
+    (www / "good.tar.gz").write_bytes(_archive({f"tasks_1-20_v1-2/en/{n}": d for n, d in CONTENT.items()}))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    got = babi_data.download(f"{base}/good.tar.gz", str(cache), MANIFEST)
+    assert got == str(cache / "tasks_1-20_v1-2" / "en")
+    assert (cache / "tasks_1-20_v1-2/en/qa1_single-supporting-fact_train.txt").read_bytes() == \
+        CONTENT["qa1_single-supporting-fact_train.txt"]
+    assert sorted(os.listdir(cache)) == ["tasks_1-20_v1-2"]  # no temporary files left
+
+
+def test_download_bad_checksum_keeps_nothing(served, tmp_path):
+    www, base = served
+    (www / "bad.tar.gz").write_bytes(_archive({"tasks_1-20_v1-2/en/qa1_single-supporting-fact_train.txt": b"1 x\n"}))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with pytest.raises(babi_data.DataError, match="checksum mismatch"):
+        babi_data.download(f"{base}/bad.tar.gz", str(cache), MANIFEST)
+    assert os.listdir(cache) == []                   # no partial folder, no temporary files
+
+
+@pytest.mark.parametrize("evil", ["../escape.txt", "/tmp/abs.txt", "link"])
+def test_download_rejects_escaping_members(served, tmp_path, evil):
+    www, base = served
+    info = tarfile.TarInfo(evil)
+    if evil == "link":
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    else:
+        info.size = 1
+    good = {f"tasks_1-20_v1-2/en/{n}": d for n, d in CONTENT.items()}
+    (www / "evil.tar.gz").write_bytes(_archive(good, extra=info))
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with pytest.raises(babi_data.DataError, match="unsafe member"):
+        babi_data.download(f"{base}/evil.tar.gz", str(cache), MANIFEST)
+    assert not (tmp_path / "escape.txt").exists()
+    assert os.listdir(cache) == []
