@@ -134,11 +134,10 @@ def build_graph(cfg, vocab_size, sentence_size, mem_slots):
     d, K, V, M, S = cfg.d, cfg.hops, vocab_size, mem_slots, sentence_size
     tf.set_random_seed(cfg.seed)
 
-    # --- placeholders (the slides' three, plus how many memories each story really has)
+    # --- placeholders: the slides' three
     sentences = tf.placeholder(tf.int32, [None, M, S], name="sentences")  # x_ij, [b, M, S]; x_1 newest
     question = tf.placeholder(tf.int32, [None, S], name="question")        # q, [b, S]
     answer = tf.placeholder(tf.float32, [None, V], name="answer")          # one-hot a, [b, V]
-    n_mem = tf.placeholder(tf.int32, [None], name="n_mem")                  # memories in use, rest padding
     lr = tf.Variable(cfg.ls_lr if cfg.ls else cfg.lr, trainable=False, name="lr")  # lowered by the loop
     linear = tf.Variable(bool(cfg.ls), trainable=False, name="linear_start")
 
@@ -177,12 +176,12 @@ def build_graph(cfg, vocab_size, sentence_size, mem_slots):
         J = tf.reduce_sum(tf.cast(x > 0, tf.int32), -1)           # words in each sentence
         return tf.reduce_sum(tf.nn.embedding_lookup(E, x) * tf.gather(pe, J), -2)
 
-    mask = tf.sequence_mask(n_mem, M, dtype=tf.float32)            # [b, M], 1 for a real memory
+    mask = tf.cast(tf.reduce_any(sentences > 0, -1), tf.float32)   # [b, M], 1 where a sentence is
     te = float(cfg.te)
 
     def memory(E, T):
         """m_i = sum_j l_j * A x_ij + T_A(i) (or c_i with C, T_C), [b, M, d]. T_A(1) is the newest.
-        Empty slots (padding) get no T: they stay zero vectors"""
+        Empty slots (padding, random noise) get no T: they stay zero vectors"""
         return encode(E, sentences) + te * T * mask[..., None]
 
     u = encode(B, question)                                        # u^1 = B q, [b, d]
@@ -217,7 +216,7 @@ def build_graph(cfg, vocab_size, sentence_size, mem_slots):
         clipped.append((tf.clip_by_norm(g, cfg.max_grad_norm), v))
     train_op = opt.apply_gradients(clipped)
 
-    return dict(tf=tf, sentences=sentences, question=question, answer=answer, n_mem=n_mem, lr=lr,
+    return dict(tf=tf, sentences=sentences, question=question, answer=answer, lr=lr,
                 linear=linear, loss=loss, prediction=prediction, hops=hops, train_op=train_op,
                 grads=[g for g, _ in clipped], nil_vars=nil_vars, init=tf.global_variables_initializer(),
                 saver=tf.train.Saver(max_to_keep=1))
@@ -226,8 +225,9 @@ def build_graph(cfg, vocab_size, sentence_size, mem_slots):
 # --------------------------------------------------------------------------- data helpers
 def add_random_noise(S, L, rng, rate):
     """Random noise (Sec. 4.1): insert ~rate*L empty memories at random places in each story,
-    which shifts the older sentences to later time slots and regularises T_A. Vectorised: sort
-    the real memories (keys 0.5, 1.5, ...) together with the empty ones (uniform keys)."""
+    which shifts the older sentences to later time slots and regularises T_A. An empty memory
+    is a zero vector with no T_A(i), like padding: the official code's "gaps in the time
+    index". Vectorised: sort the real memories (keys 0.5, 1.5, ...) with the empty ones."""
     n, M, _ = S.shape
     n_empty = rng.binomial(L, rate)
     real_keys = np.where(np.arange(M) < L[:, None], np.arange(M) + 0.5, np.inf)
@@ -265,17 +265,17 @@ class Data:
 
 
 # --------------------------------------------------------------------------- train / evaluate
-def feed(g, S, Q, A, L, V):
-    return {g["sentences"]: S, g["question"]: Q, g["answer"]: np.eye(V, dtype=np.float32)[A], g["n_mem"]: L}
+def feed(g, S, Q, A, V):
+    return {g["sentences"]: S, g["question"]: Q, g["answer"]: np.eye(V, dtype=np.float32)[A]}
 
 
 def evaluate(sess, g, split, V, batch=1000):
     """(mean loss, per-example correctness) over a whole split."""
-    S, Q, A, L = split[:4]
+    S, Q, A = split[:3]
     losses, correct = 0.0, []
     for i in range(0, len(A), batch):
         sl = slice(i, i + batch)
-        loss, pred = sess.run([g["loss"], g["prediction"]], feed(g, S[sl], Q[sl], A[sl], L[sl], V))
+        loss, pred = sess.run([g["loss"], g["prediction"]], feed(g, S[sl], Q[sl], A[sl], V))
         losses += loss
         correct.append(pred == A[sl])
     return losses / len(A), np.concatenate(correct)
@@ -303,12 +303,12 @@ def train(sess, g, data, cfg, rng, writer, prefix=""):
         g["lr"].load(lr, sess)
         if STOP.is_set():
             raise KeyboardInterrupt
-        S_ep, L_ep = add_random_noise(S, L, rng, cfg.noise) if cfg.rn else (S, L)
+        S_ep = add_random_noise(S, L, rng, cfg.noise)[0] if cfg.rn else S
         order, t0, total_loss, correct = rng.permutation(n), time.time(), 0.0, 0
         for i in range(0, n - cfg.batch_size + 1, cfg.batch_size):  # the last partial batch waits
             b = order[i:i + cfg.batch_size]                        # for the next shuffle (as the code does)
             _, loss, pred = sess.run([g["train_op"], g["loss"], g["prediction"]],
-                                     feed(g, S_ep[b], Q[b], A[b], L_ep[b], V))
+                                     feed(g, S_ep[b], Q[b], A[b], V))
             total_loss += loss
             correct += int((pred == A[b]).sum())
         seen = n - n % cfg.batch_size
@@ -359,7 +359,7 @@ def show_attention(sess, g, data, n_show, V):
     """The paper's Figure 2 as text: each story with the attention p_i of every hop."""
     S, Q, A, L, _, exs = data.splits["test"]
     idx = np.arange(min(n_show, len(A)))
-    hops, pred = sess.run([g["hops"], g["prediction"]], feed(g, S[idx], Q[idx], A[idx], L[idx], V))
+    hops, pred = sess.run([g["hops"], g["prediction"]], feed(g, S[idx], Q[idx], A[idx], V))
     words = {i: w for w, i in data.word_idx.items()}
     for j in idx:
         ex = exs[j]

@@ -161,7 +161,7 @@ def test_nil_embedding_stays_zero_and_gradients_are_clipped(gen_dir):
     # a large init makes the raw gradients far larger than 40, so the clip has work to do
     cfg, data, V, g, sess = _small_model(gen_dir, **{"init-std": 3.0})
     S, Q, A, L = data.splits["train"][:4]
-    fd = memn2n.feed(g, S[:256], Q[:256], A[:256], L[:256], V)
+    fd = memn2n.feed(g, S[:256], Q[:256], A[:256], V)
     tf = g["tf"]
     with sess.graph.as_default():
         raw = tf.gradients(g["loss"], sess.graph.get_collection("trainable_variables"))
@@ -171,7 +171,7 @@ def test_nil_embedding_stays_zero_and_gradients_are_clipped(gen_dir):
     assert all(np.linalg.norm(c) <= 40.0 * (1 + 1e-5) for c in clipped)
     g["linear"].load(False, sess)
     for i in range(0, 320, 32):
-        sess.run(g["train_op"], memn2n.feed(g, S[i:i + 32], Q[i:i + 32], A[i:i + 32], L[i:i + 32], V))
+        sess.run(g["train_op"], memn2n.feed(g, S[i:i + 32], Q[i:i + 32], A[i:i + 32], V))
     for E in sess.run(g["nil_vars"]):
         assert np.all(E[0] == 0.0)                   # the nil word's embedding is still zero
         assert np.abs(E[1:]).sum() > 0
