@@ -9,17 +9,17 @@ Paper: https://arxiv.org/abs/1503.08895 (Sections 2 and 4; equations cited below
     python memn2n.py --task 1 --show 3        # the attention of each hop, as in Figure 2
 
 Defaults are the paper's PE LS RN model: position encoding, linear start, random noise,
-K = 3 hops, adjacent weight tying, d = 20, SGD lr 0.01 halved every 25 epochs, 100 epochs.
+K = 3 hops, adjacent weight tying, d = 20, batch 32, N(0, 0.1) init, gradients clipped to 40;
+SGD at lr 0.005 for 20 linear epochs, then 100 epochs with the softmaxes, halved every 25.
 """
 import argparse
-import copy
 import json
+import multiprocessing
 import os
 import shutil
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
@@ -31,7 +31,6 @@ PAPER_PE_LS_RN = [0.0, 8.3, 40.3, 2.8, 13.1, 7.6, 17.3, 10.0, 13.2, 15.1,
                   0.9, 0.2, 0.4, 1.7, 0.0, 1.3, 51.0, 11.1, 82.8, 0.0]
 PAPER_MEAN = {"task": 13.9, "joint": 12.4}  # both columns fail 11 tasks
 MODEL_KEYS = ("d", "hops", "tying", "pe", "pe_formula", "te")  # what a checkpoint must match
-STOP = threading.Event()  # set on Ctrl-C: every task in flight saves its model and stops
 
 
 def parse_args(argv=None):
@@ -54,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--te", action=argparse.BooleanOptionalAction, default=True,
                    help="temporal encoding T_A, T_C (default on)")
     p.add_argument("--ls", action=argparse.BooleanOptionalAction, default=True,
-                   help="linear start: memory softmaxes removed until validation loss stops falling (default on)")
+                   help="linear start: the memory softmaxes removed at first (default on)")
     p.add_argument("--ls-epochs", type=int,
                    help="linear-start epochs, as in the official code (default 20, 30 with --joint); 0 = the "
                    "paper's rule, end when the validation loss stops falling (too early here, see README)")
@@ -63,7 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--noise", type=float, default=0.1, help="fraction of empty memories for --rn (default 0.1)")
     p.add_argument("--epochs", type=int, help="epochs after linear start (default 100, 60 with --joint)")
     p.add_argument("--anneal-every", type=int, help="halve lr every N epochs (default 25, 15 with --joint)")
-    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (default 0.01)")
+    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate with --no-ls (default 0.01)")
     p.add_argument("--ls-lr", type=float, default=0.005,
                    help="learning rate of LS training, both phases (default 0.005)")
     p.add_argument("--batch-size", type=int, default=32, help="default 32")
@@ -81,7 +80,7 @@ def parse_args(argv=None):
     p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=True,
                    help="compile the graph with XLA: the same math, 2-4x faster on a CPU (default on)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
-                   help="--task all: tasks trained at once, one single-threaded session each (default: cores)")
+                   help="--task all: tasks trained at once, one process each (default: cores)")
     args = p.parse_args(argv)
     if args.joint:
         args.tasks = list(range(1, 21))
@@ -200,7 +199,8 @@ def build_graph(cfg, vocab_size, sentence_size, mem_slots):
         u = (tf.matmul(u, H) if H is not None else u) + o            # u^{k+1} = u^k + o^k (4)
         hops.append(p)
     logits = tf.matmul(u, W)                                       # a_hat = softmax(W(o^K + u^K)) (3), [b, V]
-    loss = tf.reduce_sum(tf.nn.softmax_cross_entropy_with_logits(labels=answer, logits=logits))  # summed over batch
+    losses = tf.nn.softmax_cross_entropy_with_logits(labels=answer, logits=logits)  # [b]
+    loss = tf.reduce_sum(losses)                                   # summed over the batch (Sec. 4.2)
     prediction = tf.argmax(logits, 1, output_type=tf.int32)
 
     # --- the clipped optimizer, in the slides' two steps: compute, change, apply
@@ -217,7 +217,7 @@ def build_graph(cfg, vocab_size, sentence_size, mem_slots):
     train_op = opt.apply_gradients(clipped)
 
     return dict(tf=tf, sentences=sentences, question=question, answer=answer, lr=lr,
-                linear=linear, loss=loss, prediction=prediction, hops=hops, train_op=train_op,
+                linear=linear, loss=loss, losses=losses, prediction=prediction, hops=hops, train_op=train_op,
                 grads=[g for g, _ in clipped], nil_vars=nil_vars, init=tf.global_variables_initializer(),
                 saver=tf.train.Saver(max_to_keep=1))
 
@@ -269,16 +269,19 @@ def feed(g, S, Q, A, V):
     return {g["sentences"]: S, g["question"]: Q, g["answer"]: np.eye(V, dtype=np.float32)[A]}
 
 
-def evaluate(sess, g, split, V, batch=1000):
-    """(mean loss, per-example correctness) over a whole split."""
+def evaluate(sess, g, split, V, batch=100):
+    """(mean loss, per-example correctness) over a whole split, in chunks of one fixed size
+    (the last one padded with repeats) so that XLA compiles a single shape."""
     S, Q, A = split[:3]
-    losses, correct = 0.0, []
-    for i in range(0, len(A), batch):
-        sl = slice(i, i + batch)
-        loss, pred = sess.run([g["loss"], g["prediction"]], feed(g, S[sl], Q[sl], A[sl], V))
-        losses += loss
-        correct.append(pred == A[sl])
-    return losses / len(A), np.concatenate(correct)
+    n = len(A)
+    idx = np.arange(n + (-n % batch)) % n
+    losses, preds = [], []
+    for i in range(0, len(idx), batch):
+        b = idx[i:i + batch]
+        loss, pred = sess.run([g["losses"], g["prediction"]], feed(g, S[b], Q[b], A[b], V))
+        losses.append(loss)
+        preds.append(pred)
+    return np.concatenate(losses)[:n].mean(), np.concatenate(preds)[:n] == A
 
 
 def scalar(writer, tag, value, step):
@@ -301,8 +304,6 @@ def train(sess, g, data, cfg, rng, writer, prefix=""):
             main_epoch += 1
             lr = cfg.main_lr * 0.5 ** ((main_epoch - 1) // cfg.anneal_every)
         g["lr"].load(lr, sess)
-        if STOP.is_set():
-            raise KeyboardInterrupt
         S_ep = add_random_noise(S, L, rng, cfg.noise)[0] if cfg.rn else S
         order, t0, total_loss, correct = rng.permutation(n), time.time(), 0.0, 0
         for i in range(0, n - cfg.batch_size + 1, cfg.batch_size):  # the last partial batch waits
@@ -432,6 +433,25 @@ def run(cfg, tasks, data_dir, name):
     return errors, time.time() - t0
 
 
+def load_tf(cfg):
+    """Import TensorFlow in graph mode; XLA's flags must be set before it loads."""
+    if cfg.xla:  # CPU auto-clustering is off by default
+        os.environ["TF_XLA_FLAGS"] = (os.environ.get("TF_XLA_FLAGS", "") +
+                                      " --tf_xla_auto_jit=2 --tf_xla_cpu_global_jit").strip()
+    import tensorflow.compat.v1 as tf
+    tf.get_logger().setLevel("ERROR")
+    tf.disable_v2_behavior()
+
+
+def task_worker(cfg, t, data_dir, stamp):
+    """--task all: one task in a process of its own."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    load_tf(cfg)
+    errors, wall = run(cfg, [t], data_dir, f"memn2n_task{t}__{cfg.seed}__{stamp}")
+    print(f"task={t} test_error={errors[t]:.1f} wall_s={wall:.1f}", flush=True)
+    return errors
+
+
 def print_table(errors, paper_mean):
     print(f"\n{'task':>4}  {'name':<24} {'ours':>6} {'paper':>6}")
     for t, e in errors.items():
@@ -454,30 +474,22 @@ def main(argv=None):
             meta = os.path.join(checkpoint_dir(cfg, cfg.load, [t]), "config.json")
             if not os.path.isfile(meta):
                 raise DataError(f"no checkpoint at {cfg.load} (expected {meta}); train one with --save DIR")
-        if cfg.xla:  # must be set before TensorFlow loads; CPU auto-clustering is off by default
-            os.environ["TF_XLA_FLAGS"] = (os.environ.get("TF_XLA_FLAGS", "") +
-                                          " --tf_xla_auto_jit=2 --tf_xla_cpu_global_jit").strip()
-        import tensorflow.compat.v1 as tf
-        tf.get_logger().setLevel("ERROR")
-        tf.disable_v2_behavior()
         stamp = int(time.time())
-        if cfg.joint:
-            errors, wall = run(cfg, cfg.tasks, data_dir, f"memn2n_joint__{cfg.seed}__{stamp}")
-        else:  # tasks are independent: train --jobs of them at once, one core each
-            def one_task(t):
-                err, wall = run(copy.copy(cfg), [t], data_dir, f"memn2n_task{t}__{cfg.seed}__{stamp}")
-                if len(cfg.tasks) > 1:
-                    print(f"task={t} test_error={err[t]:.1f} wall_s={wall:.1f}", flush=True)
-                return err
-            errors = {}
-            with ThreadPoolExecutor(min(cfg.jobs, len(cfg.tasks))) as pool:
-                futures = [pool.submit(one_task, t) for t in cfg.tasks]
-                try:
-                    for f in futures:
-                        errors.update(f.result())                  # re-raises a task's error here
-                except BaseException:
-                    STOP.set()                                     # the others save and stop too
-                    raise
+        if cfg.joint or len(cfg.tasks) == 1:
+            load_tf(cfg)
+            name = "joint" if cfg.joint else f"task{cfg.tasks[0]}"
+            errors, _ = run(cfg, cfg.tasks, data_dir, f"memn2n_{name}__{cfg.seed}__{stamp}")
+        else:  # tasks are independent: --jobs processes train them at once, one core each
+            pool = ProcessPoolExecutor(min(cfg.jobs, len(cfg.tasks)), multiprocessing.get_context("spawn"))
+            try:
+                futures = [pool.submit(task_worker, cfg, t, data_dir, stamp) for t in cfg.tasks]
+                errors = {}
+                for f in futures:
+                    errors.update(f.result())                      # re-raises a task's error here
+            except BaseException:
+                pool.shutdown(cancel_futures=True)                 # Ctrl-C: tasks in flight save
+                raise
+            pool.shutdown()
     except DataError as e:
         print(f"memn2n.py: error: {e}", file=sys.stderr)
         return 2
