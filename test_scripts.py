@@ -1,19 +1,25 @@
 """Test suite: python -m pytest -q test_scripts.py
 
-Offline. Real-data checks run when BABI_DIR points at the bAbI `en` folder (.ci/run sets it)."""
+Offline. Real-data checks run when BABI_DIR points at the bAbI `en` folder (.ci/run sets it).
+memn2n.py and babi_data.py first, then atari_env.py and a3c.py."""
 import functools
 import hashlib
 import http.server
 import io
 import os
+import re
 import subprocess
 import sys
 import tarfile
 import threading
 
+import gymnasium as gym
 import numpy as np
 import pytest
+import tensorflow.compat.v1 as tf
 
+import a3c
+import atari_env
 import babi_data
 import memn2n
 
@@ -323,3 +329,297 @@ def test_download_rejects_escaping_members(served, tmp_path, evil):
         babi_data.download(f"{base}/evil.tar.gz", str(cache), MANIFEST)
     assert not (tmp_path / "escape.txt").exists()
     assert os.listdir(cache) == []
+
+
+# =========================================================================== A3C and Atari
+PAPER_ENV = "BreakoutNoFrameskip-v4"
+
+
+def run_a3c(*argv, timeout=300, cwd=None):
+    return subprocess.run([sys.executable, os.path.join(HERE, "a3c.py"), *argv], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+
+
+def result(stdout):
+    line = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")][-1]
+    return dict(kv.split("=", 1) for kv in line.split()[1:])
+
+
+# ---------------------------------------------------------------- preprocessing
+def test_obs_shape_dtype_and_stacking_order():
+    env = atari_env.AtariEnv(PAPER_ENV, seed=0)
+    obs = env.reset()
+    assert obs.shape == (84, 84, 4) and obs.dtype == np.uint8
+    prev = obs
+    for t in range(8):
+        obs, _, _, info = env.step(t % 4)
+        assert obs.shape == (84, 84, 4) and obs.dtype == np.uint8
+        assert np.array_equal(obs[:, :, :3], prev[:, :, 1:])  # oldest frame drops out, newest goes last
+        assert info["frames"] == 4                             # action repeat 4 on a NoFrameskip id
+        prev = obs
+    assert obs.max() > 0
+
+
+def test_max_over_two_frames():
+    a = np.zeros((210, 160), np.uint8)
+    b = np.zeros((210, 160), np.uint8)
+    a[:100, :] = 200    # a sprite drawn only on the earlier frame (flicker)
+    b[150:, :] = 100    # another drawn only on the later one
+    out = atari_env.preprocess(a, b)
+    assert out.shape == (84, 84) and out.dtype == np.uint8
+    assert out[10, 40] == 200 and out[80, 40] == 100 and out[50, 40] == 0
+    assert not np.array_equal(out, atari_env.preprocess(b, b))  # b alone loses the first sprite
+
+
+def test_noop_reset():
+    frames = set()
+    for seed in range(6):
+        env = atari_env.AtariEnv(PAPER_ENV, seed=seed)
+        env.reset()
+        assert 0 <= env.noops <= 30
+        assert env.frame_number == 4 * (env.noops + 1)      # no-ops then FIRE, 4 raw frames each
+        frames.add(env.noops)
+    assert len(frames) > 1                                  # random, not a fixed count
+    env = atari_env.AtariEnv(PAPER_ENV, seed=0, noop_max=0)
+    env.reset()
+    assert env.noops == 0 and env.frame_number == 4
+
+
+def _play_until_done(env, max_steps=2000):
+    env.reset()
+    for t in range(max_steps):
+        obs, reward, done, info = env.step(0)               # NOOP after FIRE: the ball is missed
+        if done or info["lives"] < 5:
+            return t, done, info
+    raise AssertionError("no life lost")
+
+
+def test_life_loss_ends_training_episode_only():
+    env = atari_env.AtariEnv(PAPER_ENV, seed=0, noop_max=0)
+    t, done, info = _play_until_done(env)
+    assert done and not info["game_over"] and info["lives"] == 4
+    frame_number = env.frame_number
+    env.step(1)
+    assert env.frame_number == frame_number + 4 and env.lives == 4  # the game went on, no reset
+    ev = atari_env.AtariEnv(PAPER_ENV, seed=0, noop_max=0, training=False)
+    t2, done2, info2 = _play_until_done(ev)
+    assert t2 == t and info2["lives"] == 4 and not done2    # evaluation: a life lost ends nothing
+
+
+def test_reward_clipping_keeps_raw_score():
+    env = atari_env.AtariEnv("SpaceInvadersNoFrameskip-v4", seed=0)  # kills score 5-30 points
+    env.reset()
+    rng = np.random.default_rng(0)
+    total_raw, total_clipped = 0.0, 0.0
+    for _ in range(3000):
+        _, reward, _, info = env.step(int(rng.integers(env.action_space.n)))
+        assert reward == np.sign(info["raw_reward"])
+        total_raw += info["raw_reward"]
+        total_clipped += reward
+        if info["game_over"]:
+            assert info["episode_return"] == total_raw      # reported score is raw
+            break
+    assert total_raw > total_clipped > 0
+
+
+def test_vector_env_same_shape_dtype_meaning():
+    a = atari_env.AtariEnv(PAPER_ENV, seed=3, noop_max=0)
+    b = atari_env.VectorAtariEnv(PAPER_ENV, seed=3, noop_max=0)
+    oa, ob = a.reset(), b.reset()
+    assert oa.shape == ob.shape == (84, 84, 4) and oa.dtype == ob.dtype == np.uint8
+    diffs, lives_lost = [], []
+    for t in range(60):
+        act = [1, 2, 3, 0][t % 4]
+        oa, ra, da, ia = a.step(act)
+        ob, rb, db, ib = b.step(act)
+        assert ia["frames"] == ib["frames"] == 4 and ra == rb
+        diffs.append(np.abs(oa.astype(int) - ob).mean())
+        lives_lost.append((da, db, ia["lives"], ib["lives"]))
+    # same game, same actions: the same picture up to a one-frame FIRE offset at reset
+    assert np.mean(diffs[10:]) < 1.0, np.mean(diffs[10:])
+    assert all(x[0] == x[1] and x[2] == x[3] for x in lives_lost) and any(x[0] for x in lives_lost)
+    with pytest.raises(atari_env.EnvError):
+        atari_env.VectorAtariEnv("Breakout-v0")             # random frameskip has no native equivalent
+
+
+# ---------------------------------------------------------------- algorithm
+def test_n_step_returns():
+    r, gamma = [1.0, 0.0, -1.0, 2.0], 0.9
+    for R_boot in (0.0, 5.0):                              # terminal, bootstrap from V(s_t)
+        ref = [sum(gamma ** (k - i) * r[k] for k in range(i, len(r))) + gamma ** (len(r) - i) * R_boot
+               for i in range(len(r))]
+        np.testing.assert_allclose(a3c.n_step_returns(r, R_boot, gamma), ref, rtol=1e-6)
+
+
+class FixedLengthEnv:
+    """Vector-observation env whose episodes last `length` steps; observations depend on the actions."""
+    observation_space = gym.spaces.Box(-1, 1, (4,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self, length, seed=0):
+        self.length, self.rng = length, np.random.default_rng(seed)
+
+    def reset(self, seed=None):
+        self.t, self.obs = 0, self.rng.normal(size=4).astype(np.float32)
+        return self.obs
+
+    def step(self, a):
+        self.t += 1
+        self.obs = (self.obs * 0.9 + (a - 0.5) + self.rng.normal(size=4) * 0.1).astype(np.float32)
+        info = dict(raw_reward=float(a), game_over=self.t >= self.length, truncated=False, frames=1)
+        obs = self.obs
+        if info["game_over"]:
+            info.update(final_obs=obs, episode_return=0.0, episode_length=self.t)
+            obs = self.reset()
+        return obs, float(a), info["game_over"], info
+
+
+def _graph(obs_shape=(4,), n_actions=2, threads=1, extra=()):
+    args = a3c.parse_args(["--env", "CartPole-v1", *extra])
+    g = a3c.build_global(obs_shape, n_actions, args)
+    nets = [a3c.build_thread(i, obs_shape, n_actions, g, args) for i in range(threads)]
+    sess = tf.Session()
+    sess.run(tf.global_variables_initializer())
+    return args, g, nets, sess
+
+
+@pytest.mark.parametrize("length", [3, 50])               # episode ends before t_max / bootstrap case
+def test_partial_run_and_recompute_same_gradients(length):
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        args, g, (net,), sess = _graph()
+        sess.run(net["copy_from_global"])
+        before = sess.run(g["vars"])
+        out = {}
+        for mode in (True, False):
+            env = FixedLengthEnv(length, seed=1)
+            obs = env.reset()
+            rng = np.random.default_rng(2)
+            for _ in range(2):                              # two rollouts: the 2nd starts mid-episode
+                obs, vals, _, _ = a3c.rollout(sess, net, g, env, obs, rng, 0.0, args, mode, net["grads"])
+            out[mode] = vals
+        for x, y in zip(out[True][4:], out[False][4:]):     # the accumulated gradients
+            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+        assert any(np.abs(x).sum() > 0 for x in out[True][4:])
+        for w, w0 in zip(sess.run(g["vars"]), before):      # lr = 0: global weights unchanged
+            np.testing.assert_array_equal(w, w0)
+
+
+def test_update_changes_global_not_before_copy():
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        args, g, (net,), sess = _graph()
+        local = tf.trainable_variables("thread_0/")
+        sess.run(net["copy_from_global"])
+        for lv, gv in zip(sess.run(local), sess.run(g["vars"])):
+            np.testing.assert_array_equal(lv, gv)           # local == global after copy_from_global
+        env = FixedLengthEnv(50)
+        a3c.rollout(sess, net, g, env, env.reset(), np.random.default_rng(0), 1e-2, args, True)
+        assert sess.run(g["T"]) == args.t_max              # T counts agent steps
+        changed = [not np.array_equal(lv, gv) for lv, gv in zip(sess.run(local), sess.run(g["vars"]))]
+        assert any(changed)                                 # the update went to the global weights
+        sess.run(net["copy_from_global"])
+        for lv, gv in zip(sess.run(local), sess.run(g["vars"])):
+            np.testing.assert_array_equal(lv, gv)
+
+
+def _rss_mb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def test_partial_run_memory_flat_over_short_episodes():
+    with tf.Graph().as_default():
+        args, g, (net,), sess = _graph()
+        env = FixedLengthEnv(1)                             # every rollout ends after 1 of t_max=5 steps
+        obs, rng = env.reset(), np.random.default_rng(0)
+        for _ in range(300):
+            obs, *_ = a3c.rollout(sess, net, g, env, obs, rng, 1e-3, args, True)
+        start = _rss_mb()
+        for _ in range(1500):
+            obs, *_ = a3c.rollout(sess, net, g, env, obs, rng, 1e-3, args, True)
+        finished = _rss_mb() - start
+        # control: the same number of handles left unfinished does leak (~48 KB each here)
+        start = _rss_mb()
+        feeds = net["s"] + [net["a"], net["R"], net["mask"], g["lr"]]
+        for _ in range(1500):
+            h = sess.partial_run_setup(net["pi"] + [net["v_boot"]] + net["train"], feeds)
+            sess.partial_run(h, net["pi"][0], {net["s"][0]: obs[None]})
+        abandoned = _rss_mb() - start
+    assert finished < 10, finished
+    assert abandoned > 3 * max(finished, 5), (finished, abandoned)
+
+
+def test_worker_error_stops_all_threads():
+    import threading
+    import time
+    stop = threading.Event()
+
+    def loops():
+        while not stop.is_set():
+            time.sleep(0.01)
+
+    def fails():
+        time.sleep(0.1)
+        raise ValueError("boom")
+
+    t0 = time.time()
+    with pytest.raises(a3c.WorkerError, match="worker 1 failed: ValueError: boom"):
+        a3c.run_workers([loops, fails, loops], stop, lambda: None, 0.05)
+    assert time.time() - t0 < 5 and stop.is_set()
+
+
+# ---------------------------------------------------------------- command line
+def test_breakout_short_run_checkpoint_and_resume(tmp_path):
+    ck = str(tmp_path / "ck")
+    common = ["--env", "Breakout-v0", "--threads", "2", "--checkpoint-dir", ck, "--logdir", str(tmp_path / "runs")]
+    p = run_a3c(*common, "--max-steps", "1000", "--partial-run", cwd=tmp_path)  # the slides' path
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "Breakout-v0: ALE skips 2-4 frames at random" in p.stdout
+    res = result(p.stdout)
+    assert res["env"] == "Breakout-v0" and 1000 <= int(res["global_step"]) < 1000 + 2 * 5
+    assert os.path.isfile(os.path.join(ck, "latest.json"))
+    assert os.listdir(tmp_path / "runs")                  # TensorBoard events
+    p2 = run_a3c(*common, "--max-steps", "1500", "--resume", cwd=tmp_path)
+    assert p2.returncode == 0, p2.stderr[-2000:]
+    steps = [int(m) for m in re.findall(r"^global_step=(\d+)", p2.stdout, re.M)] + [int(result(p2.stdout)["global_step"])]
+    assert steps[0] > int(res["global_step"]) and steps[-1] >= 1500   # continued from T, not from 0
+    assert int(steps[-1]) - int(res["global_step"]) < 600
+
+
+def test_cartpole_learns_and_plays(tmp_path):
+    # Fixed step budget (not time): a random policy scores ~22; 40k steps at lr 1e-2 reach > 150.
+    ck = str(tmp_path / "ck")
+    p = run_a3c("--env", "CartPole-v1", "--threads", "2", "--max-steps", "40000", "--lr", "1e-2",
+                "--seed", "1", "--checkpoint-dir", ck, "--logdir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert float(result(p.stdout)["mean_return"]) >= 150, p.stdout[-1500:]
+    q = run_a3c("--play", ck, "--episodes", "3", cwd=tmp_path)
+    assert q.returncode == 0, q.stderr[-2000:]
+    res = result(q.stdout)
+    assert res["env"] == "CartPole-v1" and res["episodes"] == "3" and float(res["mean_return"]) >= 100
+
+
+def _one_line_error(p, *needles):
+    assert p.returncode != 0
+    assert "Traceback" not in p.stderr
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, p.stderr
+    for n in needles:
+        assert n in errors[0], errors[0]
+
+
+def test_bad_inputs(tmp_path):
+    _one_line_error(run_a3c("--env", "Breakout-v9", cwd=tmp_path), "unknown env id", "did you mean")
+    _one_line_error(run_a3c("--env", "Pendulum-v1", cwd=tmp_path), "continuous action space")
+    _one_line_error(run_a3c("--env", "CartPole-v1", "--threads", "0", cwd=tmp_path), "--threads")
+    _one_line_error(run_a3c("--play", str(tmp_path / "nothing"), cwd=tmp_path), "no checkpoint")
+    _one_line_error(run_a3c("--env", "CartPole-v1", "--resume", "--checkpoint-dir", str(tmp_path / "none"),
+                            cwd=tmp_path), "no checkpoint")
+    ck = str(tmp_path / "ck")
+    p = run_a3c("--env", "CartPole-v1", "--threads", "1", "--max-steps", "50", "--checkpoint-dir", ck,
+                "--logdir", str(tmp_path / "runs"), cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    _one_line_error(run_a3c("--play", ck, "--env", "Acrobot-v1", cwd=tmp_path), "is for CartPole-v1")
+    _one_line_error(run_a3c("--env", "Acrobot-v1", "--resume", "--checkpoint-dir", ck, cwd=tmp_path),
+                    "is for CartPole-v1")
