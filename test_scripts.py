@@ -623,3 +623,20 @@ def test_bad_inputs(tmp_path):
     _one_line_error(run_a3c("--play", ck, "--env", "Acrobot-v1", cwd=tmp_path), "is for CartPole-v1")
     _one_line_error(run_a3c("--env", "Acrobot-v1", "--resume", "--checkpoint-dir", ck, cwd=tmp_path),
                     "is for CartPole-v1")
+
+
+def test_memn2n_ctrl_c_saves_and_exits(gen_dir, tmp_path):
+    import signal
+    save = tmp_path / "model"
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "memn2n.py"), "--task", "1", "--data-dir", gen_dir,
+                          "--epochs", "1000", "--save", str(save), "--logdir", str(tmp_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    for line in p.stdout:                                  # wait until training is under way
+        if line.startswith("epoch=3 "):
+            break
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "interrupted: saved the current model to" in err and "Traceback" not in err
+    assert (save / "config.json").is_file() and any(f.startswith("model") for f in os.listdir(save))
