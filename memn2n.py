@@ -453,7 +453,7 @@ def task_worker(cfg, t, data_dir, stamp):
 
 
 def print_table(errors, paper_mean):
-    print(f"\n{'task':>4}  {'name':<24} {'ours':>6} {'paper':>6}")
+    print(f"\n{'task':>4}  {'name':<24} {'ours':>6} {'paper':>6}   (paper: Table 1, per-task PE LS RN)")
     for t, e in errors.items():
         print(f"{t:>4}  {babi_data.TASK_NAMES[t]:<24} {e:>6.1f} {PAPER_PE_LS_RN[t - 1]:>6.1f}")
     failed = sum(e > 5.0 for e in errors.values())
