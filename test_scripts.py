@@ -640,3 +640,23 @@ def test_memn2n_ctrl_c_saves_and_exits(gen_dir, tmp_path):
     assert p.returncode == 130, err
     assert "interrupted: saved the current model to" in err and "Traceback" not in err
     assert (save / "config.json").is_file() and any(f.startswith("model") for f in os.listdir(save))
+
+
+def test_a3c_ctrl_c_saves_checkpoint_and_exits(tmp_path):
+    import signal
+    ck = tmp_path / "ck"
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "a3c.py"), "--env", "CartPole-v1", "--threads", "2",
+                          "--max-steps", "10000000", "--log-interval", "1", "--checkpoint-dir", str(ck),
+                          "--logdir", str(tmp_path / "runs")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    for line in p.stdout:                                  # wait until the threads are training
+        if line.startswith("global_step=") and int(line.split()[0].split("=")[1]) > 0:
+            break
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-2000:]
+    assert "interrupted: saving checkpoint" in err and "Traceback" not in err
+    res = result(out)
+    assert int(res["global_step"]) > 0
+    with open(ck / "latest.json") as f:
+        assert f'"T": {res["global_step"]}' in f.read()   # the checkpoint holds the last step T
