@@ -113,7 +113,8 @@ def position_encoding(sentence_size, d, formula="paper"):
     sentence. The official Matlab code uses 1 + 4(k - (d+1)/2)(j - (J+1)/2)/(dJ) with J = the
     longest sentence, which is about 2x the paper's (the author: "mostly a constant factor").
     DEVIATION: the default is the code's: with the printed formula linear start fails tasks
-    15 and 16 (41 % and 53 % error vs 0.0 % and 0.7 %); --pe-formula paper gives it."""
+    15 and 16 (40.6 % and 52.0 % error vs 0.0 % and 0.7 %; twice the printed formula works
+    too, so it is the scale); --pe-formula paper gives the printed one."""
     table = np.zeros((sentence_size + 1, sentence_size, d), np.float32)
     j = np.arange(1, sentence_size + 1)[:, None]
     k = np.arange(1, d + 1)[None, :]
