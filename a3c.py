@@ -301,7 +301,8 @@ def load_meta(ckpt_dir, env_id, obs_shape=None, n_actions=None):
     path = os.path.join(ckpt_dir, "latest.json")
     if not os.path.isfile(path):
         die(f"no checkpoint in {ckpt_dir} (latest.json missing)")
-    meta = json.load(open(path))
+    with open(path) as f:
+        meta = json.load(f)
     if env_id is not None and (meta["env"] != env_id or (obs_shape is not None and (
             tuple(meta["obs_shape"]) != tuple(obs_shape) or meta["n_actions"] != n_actions))):
         die(f"checkpoint {ckpt_dir} is for {meta['env']} (obs {tuple(meta['obs_shape'])}, "
@@ -387,8 +388,7 @@ def main(argv=None):
     obs_shape, n_actions = envs[0].observation_space.shape, int(envs[0].action_space.n)
     meta = dict(env=args.env, obs_shape=list(obs_shape), n_actions=n_actions,
                 network="cnn" if len(obs_shape) == 3 else "mlp")
-    if args.resume:
-        load_meta(args.checkpoint_dir, args.env, obs_shape, n_actions)
+    saved = load_meta(args.checkpoint_dir, args.env, obs_shape, n_actions) if args.resume else None
     print(atari_env.describe(args.env, args.vector_env), flush=True)
 
     tf.set_random_seed(args.seed)
@@ -397,8 +397,8 @@ def main(argv=None):
     saver = tf.train.Saver(tf.global_variables("global/"), max_to_keep=1)  # theta, theta_v, T, RMSProp slots
     sess = session(args)
     sess.run(tf.global_variables_initializer())
-    if args.resume:
-        saver.restore(sess, os.path.join(args.checkpoint_dir, load_meta(args.checkpoint_dir, None)["dir"], "model"))
+    if saved:
+        saver.restore(sess, os.path.join(args.checkpoint_dir, saved["dir"], "model"))
     sess.graph.finalize()                                  # no op may be added from the threads by mistake
     writer = tf.summary.FileWriter(args.logdir)
     shared = dict(T=int(sess.run(g["T"])), games=collections.deque(), losses=collections.deque())

@@ -292,7 +292,7 @@ def scalar(writer, tag, value, step):
 
 def train(sess, g, data, cfg, rng, writer, prefix=""):
     """One run (Sec. 4.2): linear start, then --epochs epochs with the softmaxes back in and the
-    learning rate halved every --anneal-every epochs. Returns the training error."""
+    learning rate halved every --anneal-every epochs. Returns (training error, validation error)."""
     S, Q, A, L = data.splits["train"][:4]
     V, n = len(data.word_idx) + 1, len(A)
     ls_active, ls_epochs, prev_val_loss, epoch, main_epoch = cfg.ls, 0, np.inf, 0, 0
@@ -334,7 +334,7 @@ def train(sess, g, data, cfg, rng, writer, prefix=""):
             g["linear"].load(False, sess)
             print(f"{prefix}linear_start_end epoch={epoch}", flush=True)
         prev_val_loss = val_loss
-    return 1.0 - evaluate(sess, g, data.splits["train"], V)[1].mean()
+    return 1.0 - evaluate(sess, g, data.splits["train"], V)[1].mean(), 1.0 - val_correct.mean()
 
 
 def checkpoint_dir(cfg, root, tasks):
@@ -410,12 +410,11 @@ def run(cfg, tasks, data_dir, name):
             prefix = (f"task={tasks[0]} " if cfg.task == "all" and not cfg.joint else "") + \
                      (f"run={r + 1} " if cfg.runs > 1 else "")
             try:
-                train_err = train(sess, g, data, cfg, rng, writer if r == 0 else None, prefix)
+                train_err, val_err = train(sess, g, data, cfg, rng, writer if r == 0 else None, prefix)
             except KeyboardInterrupt:
                 save_model(sess, g, save_dir, meta)
                 print(f"\ninterrupted: saved the current model to {save_dir}", file=sys.stderr)
                 raise
-            val_err = 1.0 - evaluate(sess, g, data.splits["val"], V)[1].mean()
             key = train_err if cfg.select == "train" else val_err
             if cfg.runs > 1:
                 print(f"{prefix}train_error={100 * train_err:.1f} val_error={100 * val_err:.1f}", flush=True)
@@ -445,8 +444,7 @@ def load_tf(cfg):
 
 
 def task_worker(cfg, t, data_dir, stamp):
-    """--task all: one task in a process of its own."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """--task all: one task in a process of its own (it inherits main's environment)."""
     load_tf(cfg)
     errors, wall = run(cfg, [t], data_dir, f"memn2n_task{t}__{cfg.seed}__{stamp}")
     print(f"task={t} test_error={errors[t]:.1f} wall_s={wall:.1f}", flush=True)
