@@ -1,75 +1,120 @@
-"""A3C: asynchronous advantage actor-critic, with Python threads and partial_run.
+"""A3C: asynchronous advantage actor-critic, one Python thread per actor-learner, TF1-style graphs.
 
 Paper: Mnih et al., "Asynchronous Methods for Deep Reinforcement Learning", ICML 2016,
-https://arxiv.org/abs/1602.01783 -- Algorithm 3 (the loop in `rollout` + `worker`),
-Section 8 (network, t_max = 5, gamma = 0.99, beta = 0.01, shared RMSProp).
+https://arxiv.org/abs/1602.01783 -- Algorithm 3 (`actor_learner`), Section 8 (network, t_max = 5,
+gamma = 0.99, beta = 0.01, shared RMSProp, the LSTM agent).
 
-    python a3c.py --env Breakout-v0 --threads 8                 # the card's command
-    python a3c.py --env BreakoutNoFrameskip-v4 --threads 8      # the paper's frame setting
-    python a3c.py --env CartPole-v1 --threads 2 --max-steps 500000
+    python a3c.py --env BreakoutNoFrameskip-v4               # the paper's Atari setting, 8 threads
+    python a3c.py --env Breakout-v0 --threads 8
+    python a3c.py --env CartPole-v1                          # classic control: MLP defaults, 500k steps
+    python a3c.py --env CartPole-v1 --lstm                   # A3C LSTM
     python a3c.py --play checkpoints/CartPole-v1__1 --episodes 10
-    python a3c.py --play checkpoints/BreakoutNoFrameskip-v4__1 --record breakout.mp4
+    python a3c.py --env PongNoFrameskip-v4 --workers 2 --threads 4   # parameter-server cluster on localhost
+README.md has the results, the deviations from the paper and the multi-machine commands.
 """
 import argparse
 import collections
-import json
 import os
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
+import types
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-import tensorflow.compat.v1 as tf  # noqa: E402
+import atari_env
+from a3c_runtime import check_meta, die, first_line, fmt_time, launch_local, load_meta, open_video, parse_hosts, \
+    quiet_stderr, save, summary, warn, writable_dir  # machinery, kept out of the algorithm's way
 
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+with quiet_stderr():
+    import tensorflow.compat.v1 as tf
 tf.logging.set_verbosity(tf.logging.ERROR)  # partial_run & co. are "deprecated" but present in TF 2.21
 tf.disable_v2_behavior()  # placeholders, Session, partial_run, v1 optimizers, as in the slides
 
-import atari_env  # noqa: E402
+# Defaults that depend on the network, which the env decides: the Atari CNN keeps the paper's and
+# the authors' values; the classic-control MLP's come from a measured sweep (README).
+DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=0.1, max_steps=80_000_000, eval_every=250_000, eval_episodes=10),
+            "mlp": dict(lr=3e-3, rms_eps=0.1, max_steps=500_000, eval_every=25_000, eval_episodes=20)}
+CELLS = 256  # LSTM cells (Section 8)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        die(message)
+
+
+def per_kind(name):
+    return f"(default: Atari CNN {DEFAULTS['cnn'][name]:g}, classic-control MLP {DEFAULTS['mlp'][name]:g})"
+
+
+def fill_defaults(args, obs_shape):
+    """The defaults that depend on the network: the CNN for Atari frames, the MLP for vectors."""
+    kind = "cnn" if len(obs_shape) == 3 else "mlp"
+    for name, value in DEFAULTS[kind].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return kind
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = Parser(description=__doc__.split("\n")[0])
     p.add_argument("--env", default=None, help="gymnasium id (default Breakout-v0; for --play: the checkpoint's)")
     p.add_argument("--threads", type=int, default=8, help="actor-learner threads (paper: 16)")
-    p.add_argument("--max-steps", type=int, default=80_000_000,
-                   help="global steps T (agent steps, all threads) to train; lr anneals to 0 over them (paper's 1 day: ~80M)")
+    p.add_argument("--lstm", action="store_true", help="A3C LSTM: 256 LSTM cells after the torso (Section 8)")
+    p.add_argument("--max-steps", type=int, help="global steps T (agent steps, all threads); the lr anneals to 0 "
+                   "over them " + per_kind("max_steps") + "; the paper's day of Atari is about 80M")
     p.add_argument("--t-max", type=int, default=5, help="steps per rollout before an update (paper: 5)")
-    p.add_argument("--lr", type=float, default=7e-4,
-                   help="initial RMSProp learning rate (paper samples LogUniform(1e-4, 1e-2); 7e-4 is the authors' value)")
+    p.add_argument("--lr", type=float, help="initial RMSProp learning rate " + per_kind("lr") +
+                   "; the paper samples LogUniform(1e-4, 1e-2), 7e-4 is the authors' value")
     p.add_argument("--gamma", type=float, default=0.99, help="discount (paper: 0.99)")
     p.add_argument("--beta", type=float, default=0.01, help="entropy bonus weight (paper: 0.01)")
     p.add_argument("--value-coef", type=float, default=0.5,
                    help="weight of the (R - V)^2 loss (paper: plain gradient = 1.0; authors' code: 0.5)")
-    p.add_argument("--max-grad-norm", type=float, default=40.0, help="clip accumulated gradients to this global norm")
+    p.add_argument("--max-grad-norm", type=float, default=40.0, help="clip each update to this global norm")
     p.add_argument("--rms-decay", type=float, default=0.99, help="RMSProp decay (paper: 0.99)")
-    p.add_argument("--rms-eps", type=float, default=0.1, help="RMSProp epsilon (authors: 0.1)")
+    p.add_argument("--rms-eps", type=float, help="RMSProp epsilon, inside the square root " + per_kind("rms_eps"))
     p.add_argument("--seed", type=int, default=1, help="seeds TF, numpy and thread i's env with seed + i")
+    p.add_argument("--vector-env", action=argparse.BooleanOptionalAction,
+                   help="Atari: one ale_py AtariVectorEnv per thread (native preprocessing, releases the GIL); "
+                        "default: on where it can run the id (a fixed frameskip), else the OpenCV path")
+    p.add_argument("--fire-reset", action=argparse.BooleanOptionalAction, default=True,
+                   help="press FIRE after each reset, as DQN-era wrappers do (default on; README)")
+    p.add_argument("--partial-run", action="store_true",
+                   help="the slides' variant: reuse the acting forward passes in the update (feed-forward only; "
+                        "TF 2.21 leaks ~120 KB per update on this path, see README)")
+    p.add_argument("--eval-every", type=int, help="agent steps between evaluations of a snapshot of theta, "
+                   "0 = never " + per_kind("eval_every"))
+    p.add_argument("--eval-episodes", type=int, help="full games per evaluation " + per_kind("eval_episodes"))
     p.add_argument("--logdir", default=None, help="TensorBoard dir (default runs/<env>__<seed>__<time>)")
     p.add_argument("--checkpoint-dir", default=None, help="checkpoint dir (default checkpoints/<env>__<seed>)")
-    p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --checkpoint-dir")
-    p.add_argument("--partial-run", action=argparse.BooleanOptionalAction, default=False,
-                   help="reuse the forward passes that chose the actions in the update (the slides' tip); "
-                        "off by default: TF 2.21's partial_run keeps part of every fed tensor (~120 KB per "
-                        "update with the Atari net, GBs over a long run) and measured no faster than "
-                        "recomputing (--no-partial-run, the default)")
-    p.add_argument("--vector-env", action="store_true",
-                   help="Atari: one ale_py AtariVectorEnv per thread (native preprocessing, releases the GIL)")
+    p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --checkpoint-dir")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in a --checkpoint-dir that holds a run")
     p.add_argument("--log-interval", type=float, default=5.0, help="seconds between stdout/TensorBoard logs")
     p.add_argument("--save-interval", type=float, default=600.0, help="seconds between checkpoints")
     p.add_argument("--play", metavar="CHECKPOINT_DIR", help="run a trained policy instead of training")
     p.add_argument("--episodes", type=int, default=10, help="--play: full games to run")
     p.add_argument("--record", metavar="FILE.mp4", help="--play: write a video of the games")
-    return p.parse_args(argv)
-
-
-def die(msg, code=2):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(code)
+    cl = p.add_argument_group("cluster mode (TensorFlow's parameter-server runtime; README)")
+    cl.add_argument("--workers", type=int, help="start a ps and N worker processes on localhost and run them")
+    cl.add_argument("--ps-hosts", help="host:port[,host:port...] of the parameter servers")
+    cl.add_argument("--worker-hosts", help="host:port,host:port... of the workers (worker 0 is the chief)")
+    cl.add_argument("--job-name", choices=["ps", "worker"], help="what this process is")
+    cl.add_argument("--task-index", type=int, help="this process's index within its job")
+    args = p.parse_args(argv)
+    at_least_1, positive = (lambda x: x >= 1, ">= 1"), (lambda x: x > 0, "> 0")
+    for name, (ok, valid) in dict(threads=at_least_1, t_max=at_least_1, max_steps=at_least_1, workers=at_least_1,
+                                  episodes=at_least_1, eval_episodes=at_least_1, lr=positive, rms_eps=positive,
+                                  max_grad_norm=positive, save_interval=positive, gamma=(lambda x: 0 <= x <= 1, "in [0, 1]"),
+                                  rms_decay=(lambda x: 0 <= x < 1, "in [0, 1)"), beta=(lambda x: x >= 0, ">= 0"),
+                                  value_coef=(lambda x: x >= 0, ">= 0"), eval_every=(lambda x: x >= 0, ">= 0 (0 = off)"),
+                                  log_interval=(lambda x: x >= 0.1, ">= 0.1 (seconds)")).items():
+        if getattr(args, name) is not None and not ok(getattr(args, name)):
+            die(f"--{name.replace('_', '-')} must be {valid} (got {getattr(args, name)})")
+    if args.partial_run and args.lstm:
+        die("--partial-run is for the feed-forward network; drop it or --lstm")
+    return args
 
 
 # ---------------------------------------------------------------- network (Section 8)
@@ -85,85 +130,116 @@ def dense(x, n_out, name, act=tf.nn.relu, init=None):
     return act(tf.matmul(x, w) + b)
 
 
-def network(s, n_actions):
-    """s: [B, 84, 84, 4] uint8 (Atari) or [B, d] float32 -> logits [B, A], V [B].
-    Variables come from the enclosing scope, so reuse=True shares them."""
+def lstm(x, state):
+    """x [T, d]: ONE sequence of T steps (a rollout, or T = 1 when acting); state (c, h), each [1, CELLS].
+    One weight matrix for the four gates i, j, f, o, as TF's BasicLSTMCell had (gone under Keras 3)."""
+    W = tf.get_variable("lstm/w", [x.shape[-1] + CELLS, 4 * CELLS], initializer=tf.glorot_uniform_initializer())
+    b = tf.get_variable("lstm/b", [4 * CELLS], initializer=tf.zeros_initializer())
+    W_x, W_h = W[:x.shape[-1]], W[x.shape[-1]:]
+    xW = tf.matmul(x, W_x) + b                             # the input's share of all T steps at once, [T, 4 CELLS]
+
+    def step(carry, xW_t):
+        c, h = carry
+        i, j, f, o = tf.split(xW_t[None] + tf.matmul(h, W_h), 4, 1)
+        c = tf.sigmoid(f + 1.0) * c + tf.sigmoid(i) * tf.tanh(j)  # forget-gate bias 1
+        return c, tf.sigmoid(o) * tf.tanh(c)
+
+    c, h = tf.scan(step, xW, initializer=state)            # [T, 1, CELLS] each
+    return h[:, 0], (c[-1], h[-1])
+
+
+def network(s, n_actions, state=None):
+    """s [T, 84, 84, 4] uint8 (Atari) or [T, d] float32 -> logits [T, A], V [T], next LSTM state.
+    Variables come from the enclosing scope: a second call with reuse shares them."""
     if s.dtype == tf.uint8:
         x = tf.cast(s, tf.float32) / 255.0
-        x = conv(x, 8, 16, 4, "conv1")                    # [B, 20, 20, 16]
-        x = conv(x, 4, 32, 2, "conv2")                    # [B, 9, 9, 32]
-        x = dense(tf.reshape(x, [-1, 9 * 9 * 32]), 256, "fc")  # [B, 256]
-    else:                                                 # MLP torso for vector observations
-        x = dense(dense(s, 64, "fc1", tf.tanh), 64, "fc2", tf.tanh)
-    ident = tf.identity
-    logits = dense(x, n_actions, "pi", ident, tf.random_normal_initializer(stddev=0.01))  # theta: torso + pi
-    v = dense(x, 1, "v", ident)[:, 0]                     # theta_v: torso + v (the torso is shared)
-    return logits, v
+        x = conv(x, 8, 16, 4, "conv1")                     # [T, 20, 20, 16]
+        x = conv(x, 4, 32, 2, "conv2")                     # [T, 9, 9, 32]
+        x = dense(tf.reshape(x, [-1, 9 * 9 * 32]), 256, "fc")  # [T, 256]
+    else:                                                  # MLP torso for vector observations
+        x = dense(dense(s, 64, "fc1", tf.tanh), 64, "fc2", tf.tanh)  # [T, 64]
+    if state is not None:                                  # A3C LSTM
+        x, state = lstm(x, state)                          # [T, 256]
+    logits = dense(x, n_actions, "pi", tf.identity, tf.random_normal_initializer(stddev=0.01))  # theta: torso + pi
+    v = dense(x, 1, "v", tf.identity)[:, 0]                # theta_v: torso + v (the torso is shared)
+    return logits, v, state if state is not None else ()  # () = no recurrent state to carry
 
 
-def placeholder_for(obs_shape, name):
-    return tf.placeholder(tf.uint8 if len(obs_shape) == 3 else tf.float32, [1, *obs_shape], name)
+def placeholders(obs_shape, lstm_on, n=None):
+    s_ph = tf.placeholder(tf.uint8 if len(obs_shape) == 3 else tf.float32, [n, *obs_shape], "s")
+    state_ph = (tf.placeholder(tf.float32, [1, CELLS], "c"), tf.placeholder(tf.float32, [1, CELLS], "h")) \
+        if lstm_on else None
+    return s_ph, state_ph
 
 
 def build_global(obs_shape, n_actions, args):
-    """A3C_global: theta and theta_v, the global step T, RMSProp with statistics shared by all threads."""
+    """theta, theta_v; the global step T; RMSProp whose statistics all threads share (Section 4)."""
     with tf.variable_scope("global"):
-        logits, _ = network(placeholder_for(obs_shape, "s"), n_actions)
+        s_ph, state_ph = placeholders(obs_shape, args.lstm)
+        network(s_ph, n_actions, state_ph)
         T = tf.get_variable("T", [], tf.int64, tf.zeros_initializer(), trainable=False)
-        lr = tf.placeholder(tf.float32, [], "lr")         # fed each update: linear annealing to 0
-        # One optimizer applied to the global variables from every thread = shared statistics (Section 4).
-        # Note: TF's RMSProp starts its mean-square slot at ones; the reference starts at zeros.
-        # Epsilon sits inside the square root, as in the reference.
-        opt = tf.train.RMSPropOptimizer(lr, decay=args.rms_decay, momentum=0.0, epsilon=args.rms_eps)
-    global_vars = tf.trainable_variables("global/")
-    return dict(s=logits.graph.get_tensor_by_name("global/s:0"), pi=tf.nn.softmax(logits),
-                T=T, lr=lr, opt=opt, vars=global_vars)
+        lr_ph = tf.placeholder(tf.float32, [], "lr")      # fed each update: linear annealing to 0
+        # One optimizer applied to the global variables from every thread = shared statistics.
+        # TF starts its mean-square slot at ones (the reference: zeros); epsilon sits inside the root.
+        opt = tf.train.RMSPropOptimizer(lr_ph, decay=args.rms_decay, momentum=0.0, epsilon=args.rms_eps)
+    return types.SimpleNamespace(theta=tf.trainable_variables("global/"), T=T, lr_ph=lr_ph, opt=opt)
 
 
-def build_thread(i, obs_shape, n_actions, g, args):
-    """Thread i's network theta', theta_v', unrolled over t_max (+1 for the bootstrap state)
-    with shared weights, so partial_run can run each step's forward pass on its own."""
-    t_max = args.t_max
-    with tf.variable_scope(f"thread_{i}"):
-        s = [placeholder_for(obs_shape, f"s_{k}") for k in range(t_max + 1)]
-        out = []
-        for k in range(t_max + 1):
-            with tf.variable_scope("net", reuse=k > 0):
-                out.append(network(s[k], n_actions))
-        local_vars = tf.trainable_variables(f"thread_{i}/")
-        # copy_from_global: theta' <- theta, theta_v' <- theta_v (sync local weights)
-        copy_from_global = tf.group(*[l.assign(w) for l, w in zip(local_vars, g["vars"])])
-
-        a = tf.placeholder(tf.int32, [t_max], "a")
-        R = tf.placeholder(tf.float32, [t_max], "R")
-        mask = tf.placeholder(tf.float32, [t_max], "mask")  # 0 for padded steps after an early terminal
-        logits = tf.concat([lg for lg, _ in out[:t_max]], 0)  # [t_max, A]
-        v = tf.concat([vv for _, vv in out[:t_max]], 0)     # [t_max]
-        log_pi = tf.nn.log_softmax(logits)                  # log_softmax, not log(softmax): no NaN on underflow
-        log_pi_a = tf.reduce_sum(log_pi * tf.one_hot(a, n_actions), 1)  # log pi(a_i|s_i)  [t_max]
-        advantage = tf.stop_gradient(R - v)                 # R - V(s_i): a constant for the policy gradient
-        entropy = -tf.reduce_sum(tf.exp(log_pi) * log_pi, 1)  # H(pi(s_i))  [t_max]
-        # Algorithm 3 ascends log pi * (R - V) + beta H; we minimise, so both enter with a minus:
-        # the entropy *bonus* is subtracted from the loss (wrong sign = entropy gets minimised).
-        policy_loss = -tf.reduce_sum(mask * (log_pi_a * advantage + args.beta * entropy))
-        value_loss = tf.reduce_sum(mask * tf.square(R - v))  # (R - V(s_i; theta_v'))^2
-        loss = policy_loss + args.value_coef * value_loss
-        # Algorithm 3's "d theta <- d theta + grad ..." for i = t-1..t_start: the steps are separate
-        # copies of the net, so tf.gradients of the sum adds the per-step gradients (AddN) = accumulation.
-        accum_grads = tf.gradients(loss, local_vars)
-        clipped, _ = tf.clip_by_global_norm(accum_grads, args.max_grad_norm)
-        # Asynchronous update of the *global* theta, theta_v with the thread's gradients (Hogwild, no lock).
-        apply = g["opt"].apply_gradients(zip(clipped, g["vars"]))
-        n = tf.cast(tf.reduce_sum(mask), tf.int64)
-        with tf.control_dependencies([apply]):              # partial_run cannot fetch ops: fetch a tensor
-            T_after = tf.identity(g["T"].assign_add(n))     # T <- T + steps of this rollout
-    n_f = tf.maximum(tf.reduce_sum(mask), 1.0)
-    return dict(s=s, a=a, R=R, mask=mask, copy_from_global=copy_from_global, grads=accum_grads,
-                pi=[tf.nn.softmax(lg) for lg, _ in out[:t_max]], v0=out[0][1], v_boot=out[t_max][1],
-                train=[T_after, policy_loss / n_f, value_loss / n_f, tf.reduce_sum(mask * entropy) / n_f])
+def build_local(scope, g, obs_shape, n_actions, args, learner=True):
+    """A thread's theta', theta'_v: acting ([1, ...]) and, for a learner, the update from a rollout's states."""
+    with tf.variable_scope(scope):
+        s_ph, state_ph = placeholders(obs_shape, args.lstm)
+        logits, v, state = network(s_ph, n_actions, state_ph)
+        theta_local = tf.trainable_variables(scope + "/")
+        copy_from_global = tf.group(*[l.assign(w) for l, w in zip(theta_local, g.theta)])  # theta' <- theta
+        net = types.SimpleNamespace(s_ph=s_ph, state_ph=state_ph, pi=tf.nn.softmax(logits), v=v, state=state,
+                                    copy_from_global=copy_from_global)
+        if learner:
+            net.a_ph = tf.placeholder(tf.int32, [None], "a")
+            net.R_ph = tf.placeholder(tf.float32, [None], "R")
+            net.train, net.grads = loss_and_update(logits, v, net.a_ph, net.R_ph, theta_local, g, args)
+    return net
 
 
-# ---------------------------------------------------------------- Algorithm 3, one thread
+def loss_and_update(logits, v, a_ph, R_ph, theta_local, g, args, mask=1.0):
+    """Algorithm 3's update from one rollout: logits [n, A], v [n] of s_t_start .. s_t-1, returns R [n]."""
+    log_pi = tf.nn.log_softmax(logits)                     # log_softmax, not log(softmax): no NaN on underflow
+    log_pi_a = tf.reduce_sum(log_pi * tf.one_hot(a_ph, logits.shape[-1]), 1)  # log pi(a_i|s_i; theta')  [n]
+    advantage = tf.stop_gradient(R_ph - v)                 # R - V(s_i; theta'_v): a constant for the policy
+    entropy = -tf.reduce_sum(tf.exp(log_pi) * log_pi, 1)   # H(pi(s_i; theta'))  [n]
+    # Algorithm 3 ascends log pi * (R - V) + beta H; we minimise, so both enter with a minus
+    # (with the wrong sign the entropy *bonus* would be minimised).
+    policy_loss = -tf.reduce_sum(mask * (log_pi_a * advantage + args.beta * entropy))
+    value_loss = tf.reduce_sum(mask * tf.square(R_ph - v))  # (R - V(s_i; theta'_v))^2
+    loss = policy_loss + args.value_coef * value_loss
+    # The slides' three steps. The gradient of the rollout's summed loss is the sum of the
+    # per-step gradients: Algorithm 3's accumulated d theta, d theta_v (tested against per-step).
+    grads_and_vars = g.opt.compute_gradients(loss, theta_local)
+    d_theta, _ = tf.clip_by_global_norm([d for d, _ in grads_and_vars], args.max_grad_norm)
+    update = g.opt.apply_gradients(zip(d_theta, g.theta))  # onto the *global* theta: Hogwild, no lock
+    n = tf.reduce_sum(mask * tf.ones_like(R_ph))
+    with tf.control_dependencies([update]):                # partial_run cannot fetch ops: fetch a tensor
+        T = tf.identity(g.T.assign_add(tf.cast(n, tf.int64)))  # T <- T + n
+    return dict(T=T, policy_loss=policy_loss / n, value_loss=value_loss / n,
+                entropy=tf.reduce_sum(mask * entropy) / n), [d for d, _ in grads_and_vars]
+
+
+def build_partial_run(scope, g, obs_shape, n_actions, args):
+    """The slides' variant: t_max + 1 batch-1 copies of the thread's network (shared weights), so that
+    partial_run keeps the forward passes that chose the actions and the update reuses them."""
+    with tf.variable_scope(scope, reuse=True):
+        s = [placeholders(obs_shape, False, 1)[0] for _ in range(args.t_max + 1)]
+        out = [network(s_k, n_actions) for s_k in s]
+        pr = types.SimpleNamespace(s=s, pi=[tf.nn.softmax(lg) for lg, _, _ in out[:-1]], v_boot=out[-1][1],
+                                   a_ph=tf.placeholder(tf.int32, [args.t_max]), R_ph=tf.placeholder(tf.float32, [args.t_max]),
+                                   mask_ph=tf.placeholder(tf.float32, [args.t_max]))  # 0: padding after a terminal
+        logits, v = tf.concat([o[0] for o in out[:-1]], 0), tf.concat([o[1] for o in out[:-1]], 0)
+        pr.train, pr.grads = loss_and_update(logits, v, pr.a_ph, pr.R_ph, tf.trainable_variables(scope + "/"),
+                                             g, args, pr.mask_ph)
+    return pr
+
+
+# ---------------------------------------------------------------- Algorithm 3, one actor-learner thread
 def n_step_returns(rewards, R, gamma):
     """R <- r_i + gamma R for i = t-1 down to t_start (Algorithm 3). R: 0 or V(s_t)."""
     out = np.zeros(len(rewards), np.float32)
@@ -174,144 +250,148 @@ def n_step_returns(rewards, R, gamma):
 
 
 def sample(rng, pi):
-    pi = pi.astype(np.float64)                             # float32 sums can miss numpy's 1e-8 tolerance
-    return int(rng.choice(len(pi), p=pi / pi.sum()))
+    return min(int(np.searchsorted(np.cumsum(pi), rng.random() * pi.sum())), len(pi) - 1)
 
 
-def rollout(sess, net, g, env, obs, rng, lr, args, partial_run=True, extra=()):
-    """Act for up to t_max steps (or a terminal), then one update. Returns next obs, outputs, finished games.
-    partial_run: the forward passes that chose the actions are reused by the update (the slides' tip).
-    Measured: TF 2.21 leaks part of each tensor fed through partial_run, even on finished handles
-    (a 2-op graph fed 100 KB grows ~43 KB per handle; plain session.run stays flat)."""
-    t_max, zero = args.t_max, np.zeros_like(obs)[None]
-    if partial_run:
-        fetches = net["pi"] + [net["v_boot"]] + net["train"] + list(extra)
-        h = sess.partial_run_setup(fetches, net["s"] + [net["a"], net["R"], net["mask"], g["lr"]])
-    states, actions, rewards, games = [], [], [], []
-    done, final, frames = False, None, 0
-    for k in range(t_max):                                  # t_start .. t
-        if partial_run:
-            pi = sess.partial_run(h, net["pi"][k], {net["s"][k]: obs[None]})[0]
-        else:
-            pi = sess.run(net["pi"][0], {net["s"][0]: obs[None]})[0]
-        action = sample(rng, pi)                           # a_t ~ pi(a_t | s_t; theta')
-        states.append(obs)
-        actions.append(action)
-        obs, r, done, info = env.step(action)
-        rewards.append(r)
-        frames += info["frames"]
-        if info["game_over"]:
-            games.append((info["episode_return"], info["episode_length"]))
-        if done:
-            final = info.get("final_obs") if info["truncated"] else None  # time limit: bootstrap, not 0
-            break
-    n = len(rewards)
-    boot_state = obs if not done else final                # obs: the state after step t (already reset at game over)
-    pad = {net["s"][k]: zero for k in range(n, t_max)}     # padded steps (masked out) finish the partial_run handle
-    if boot_state is None:
-        R = 0.0                                            # terminal s_t: R = 0
-        pad[net["s"][t_max]] = zero
-    elif partial_run:                                      # bootstrap R = V(s_t; theta_v') from the last state
-        R = float(sess.partial_run(h, net["v_boot"], {net["s"][t_max]: boot_state[None]})[0])
-    else:
-        R = float(sess.run(net["v0"], {net["s"][0]: boot_state[None]})[0])
-    feed = {net["a"]: np.pad(actions, (0, t_max - n)), net["mask"]: (np.arange(t_max) < n).astype(np.float32),
-            net["R"]: np.pad(n_step_returns(rewards, R, args.gamma), (0, t_max - n)), g["lr"]: lr}
-    if partial_run:
-        feed.update(pad)
-        left = net["pi"][n:] + ([net["v_boot"]] if boot_state is None else [])  # unfetched outputs of the handle
-        vals = sess.partial_run(h, left + net["train"] + list(extra), feed)[len(left):]
-    else:
-        feed.update({net["s"][k]: x[None] for k, x in enumerate(states)})
-        feed.update(pad)
-        feed.pop(net["s"][t_max], None)
-        vals = sess.run(net["train"] + list(extra), feed)  # the network runs a second time here
-    return obs, vals, games, frames
+def zero_state(args):
+    return (np.zeros((1, CELLS), np.float32),) * 2 if args.lstm else ()
 
 
-def worker(i, sess, net, g, env, args, shared, stop):
+def feed(net, s, state):
+    fd = {net.s_ph: s}
+    fd.update(zip(net.state_ph or (), state))
+    return fd
+
+
+def actor_learner(i, sess, net, g, env, args, shared, stop):
     rng = np.random.default_rng(args.seed + i)
-    obs = env.reset()
-    while not stop.is_set() and shared["T"] < args.max_steps:
-        lr = args.lr * max(0.0, 1.0 - shared["T"] / args.max_steps)  # linear annealing to 0
-        sess.run(net["copy_from_global"])                  # sync local weights theta' <- theta before acting
-        obs, (T, pl, vl, ent), games, frames = rollout(sess, net, g, env, obs, rng, lr, args, args.partial_run)
-        env.frames += frames
-        shared["T"] = max(shared["T"], int(T))
-        shared["losses"].append((pl, vl, ent))
-        for ret, length in games:
-            shared["games"].append((int(T), ret, length))
-    stop.set()                                             # the first thread to reach T_max stops the rest
+    s, state = env.reset(), zero_state(args)               # state: the LSTM's (c, h), carried across rollouts
+    while not stop.is_set() and shared.T < args.max_steps:
+        lr = args.lr * max(0.0, 1.0 - shared.T / args.max_steps)  # linear annealing to 0
+        with shared.cores:                                 # one rollout per core at a time (Shared, below)
+            if args.partial_run:                           # same algorithm, the slides' way (below)
+                s = partial_run_rollout(sess, shared.pr[i], net, g, env, s, rng, lr, args, shared, i)
+                continue
+            sess.run(net.copy_from_global)                 # synchronise theta' <- theta, theta'_v <- theta_v
+            state_start, states, actions, rewards = state, [], [], []
+            for t in range(args.t_max):                    # t_start .. t_start + t_max - 1
+                pi, state = sess.run((net.pi, net.state), feed(net, s[None], state))
+                a = sample(rng, pi[0])                     # a_t ~ pi(a_t | s_t; theta')
+                states.append(s)
+                actions.append(a)
+                s, r, done, info = env.step(a)
+                rewards.append(r)
+                shared.record(i, info)
+                if done:
+                    break
+            if done and not info["truncated"]:
+                R = 0.0                                    # terminal s_t
+            else:                                          # bootstrap from V(s_t; theta'_v); a time limit is not terminal
+                R = sess.run(net.v, feed(net, (info["final_obs"] if done else s)[None], state))[0]
+            fd = feed(net, np.array(states), state_start)  # the update unrolls the LSTM from the rollout's start
+            fd.update({net.a_ph: actions, net.R_ph: n_step_returns(rewards, R, args.gamma), g.lr_ph: lr})
+            shared.update(sess.run(net.train, fd))         # one asynchronous update of theta, theta_v
+        if done:
+            state = zero_state(args)                       # a new training episode starts with a fresh LSTM state
 
 
-class WorkerError(RuntimeError):
-    pass
+def partial_run_rollout(sess, pr, net, g, env, s, rng, lr, args, shared, i):
+    """Algorithm 3's rollout with partial_run: each step runs only its own copy of the network; the
+    update reuses those activations. TF 2.21 keeps part of every fed tensor (README), so not the default."""
+    t_max = args.t_max
+    sess.run(net.copy_from_global)
+    fetches = pr.pi + [pr.v_boot] + list(pr.train.values())
+    h = sess.partial_run_setup(fetches, pr.s + [pr.a_ph, pr.R_ph, pr.mask_ph, g.lr_ph])
+    actions, rewards = [], []
+    for k in range(t_max):
+        a = sample(rng, sess.partial_run(h, pr.pi[k], {pr.s[k]: s[None]})[0])
+        actions.append(a)
+        s, r, done, info = env.step(a)
+        rewards.append(r)
+        shared.record(i, info)
+        if done:
+            break
+    n, zero = len(rewards), np.zeros((1, *s.shape), s.dtype)
+    fd = {pr.s[k]: zero for k in range(n, t_max)}          # padded, masked steps finish the handle
+    if done and not info["truncated"]:
+        R, fd[pr.s[t_max]] = 0.0, zero
+    else:
+        R = sess.partial_run(h, pr.v_boot, {pr.s[t_max]: (info["final_obs"] if done else s)[None]})[0]
+    fd.update({pr.a_ph: np.pad(actions, (0, t_max - n)), pr.R_ph: np.pad(n_step_returns(rewards, R, args.gamma), (0, t_max - n)),
+               pr.mask_ph: (np.arange(t_max) < n).astype(np.float32), g.lr_ph: lr})
+    left = pr.pi[n:] + ([pr.v_boot] if pr.s[t_max] in fd else [])  # fetches the handle has not given yet
+    vals = sess.partial_run(h, left + list(pr.train.values()), fd)[len(left):]
+    shared.update(dict(zip(pr.train, vals)))
+    return s
 
 
-def run_workers(targets, stop, tick, interval):
-    """Start one thread per target, call tick() every `interval` s until all end.
-    A worker that raises sets `stop`, the others end, and WorkerError is raised here."""
-    errors = []
+class Shared:
+    """What the threads share besides the graph: T as last read, frames per thread, finished games."""
 
-    def wrap(i, fn):
-        try:
-            fn()
-        except BaseException as e:  # noqa: BLE001 -- reported by the main thread
-            errors.append((i, e))
-            stop.set()
+    def __init__(self, T, threads, prs=None):
+        self.T, self.frames, self.pr = T, [0] * threads, prs
+        # At most one rollout per core at a time. The OS time-slices 8 threads on 2 cores anyway; slicing
+        # at rollout boundaries keeps each thread's weights in cache: 8 threads ran 25 % faster (README).
+        self.cores = threading.BoundedSemaphore(min(threads, len(os.sched_getaffinity(0))))
+        self.games, self.stats, self.evals = collections.deque(), collections.deque(), collections.deque()
 
-    threads = [threading.Thread(target=wrap, args=(i, fn), daemon=True) for i, fn in enumerate(targets)]
-    for t in threads:
-        t.start()
-    try:
-        while any(t.is_alive() for t in threads):
-            stop.wait(interval)
-            tick()
-            if stop.is_set():
-                for t in threads:
-                    t.join()
-    except KeyboardInterrupt:                              # Ctrl-C reaches the main thread only
-        stop.set()
-        for t in threads:                                  # workers finish their rollout and return
-            t.join()
-        raise
-    if errors:
-        i, e = errors[0]
-        raise WorkerError(f"worker {i} failed: {type(e).__name__}: {e}")
+    def record(self, i, info):
+        self.frames[i] += info["frames"]
+        if info["game_over"]:
+            self.games.append((self.T, info["episode_return"], info["episode_length"]))
+
+    def update(self, stats):
+        self.T = max(self.T, int(stats["T"]))
+        self.stats.append((stats["policy_loss"], stats["value_loss"], stats["entropy"]))
 
 
-# ---------------------------------------------------------------- checkpoints
-def save(sess, saver, ckpt_dir, meta):
-    """Atomic: write into a temp dir, os.replace it to step-<T>, then swap latest.json."""
-    os.makedirs(ckpt_dir, exist_ok=True)
-    name = f"step-{meta['T']}"
-    if not os.path.exists(os.path.join(ckpt_dir, name)):
-        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=ckpt_dir)
-        saver.save(sess, os.path.join(tmp, "model"), write_meta_graph=False, write_state=False)
-        os.replace(tmp, os.path.join(ckpt_dir, name))
-    with open(os.path.join(ckpt_dir, ".latest.tmp"), "w") as f:
-        json.dump(dict(meta, dir=name), f)
-    os.replace(os.path.join(ckpt_dir, ".latest.tmp"), os.path.join(ckpt_dir, "latest.json"))
-    for old in os.listdir(ckpt_dir):
-        if old.startswith("step-") and old != name:
-            shutil.rmtree(os.path.join(ckpt_dir, old), ignore_errors=True)
+# ---------------------------------------------------------------- evaluation (the protocol of --play)
+def play_games(sess, net, env, n, rng, args, stop=None, on_step=None):
+    """n full games (up to 30 no-op starts, at most 108,000 frames, a lost life ends nothing),
+    actions sampled from pi as in training. Returns the raw scores."""
+    scores, s, state = [], env.reset(), zero_state(args)
+    while len(scores) < n and not (stop and stop.is_set()):
+        pi, state = sess.run((net.pi, net.state), feed(net, s[None], state))
+        s, _, _, info = env.step(sample(rng, pi[0]))
+        if on_step:
+            on_step(info)
+        if info["game_over"] or info.get("life_lost"):
+            state = zero_state(args)                       # as in training: a fresh LSTM state per life
+        if info["game_over"]:
+            scores.append(info["episode_return"])
+    return scores
 
 
-def load_meta(ckpt_dir, env_id, obs_shape=None, n_actions=None):
-    path = os.path.join(ckpt_dir, "latest.json")
-    if not os.path.isfile(path):
-        die(f"no checkpoint in {ckpt_dir} (latest.json missing)")
-    with open(path) as f:
-        meta = json.load(f)
-    if env_id is not None and (meta["env"] != env_id or (obs_shape is not None and (
-            tuple(meta["obs_shape"]) != tuple(obs_shape) or meta["n_actions"] != n_actions))):
-        die(f"checkpoint {ckpt_dir} is for {meta['env']} (obs {tuple(meta['obs_shape'])}, "
-            f"{meta['n_actions']} actions), not {env_id}")
-    return meta
+def evaluator(sess, net, env, args, shared, stop):
+    """Every --eval-every steps: snapshot theta (copy_from_global) and play --eval-episodes games with it."""
+    rng, next_T = np.random.default_rng(args.seed + 10_000), (shared.T // args.eval_every + 1) * args.eval_every
+    while not stop.is_set() and shared.T < args.max_steps:  # the final theta is scored after training
+        if shared.T < next_T:
+            stop.wait(0.5)
+            continue
+        T = shared.T
+        sess.run(net.copy_from_global)
+        scores = play_games(sess, net, env, args.eval_episodes, rng, args, stop)
+        if len(scores) == args.eval_episodes:              # a stopped evaluation is not reported
+            shared.evals.append((T, float(np.mean(scores)), float(np.std(scores))))
+        next_T = (shared.T // args.eval_every + 1) * args.eval_every
 
 
-def summary(writer, tag, value, step):
-    writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag=tag, simple_value=float(value))]), step)
+# ---------------------------------------------------------------- session, envs
+class Session(tf.Session):
+    """Runs every graph in the calling thread (RunOptions.inter_op_thread_pool = -1): for these small
+    graphs the hand-over to TF's own pool cost more CPU than the ops (README: speed). One op is never
+    split over cores (intra-op 1): the actor-learner threads keep the cores busy."""
+
+    def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
+        return super().run(fetches, feed_dict, options or tf.RunOptions(inter_op_thread_pool=-1), run_metadata)
+
+
+def session(args, target="", config=None):
+    config = config or tf.ConfigProto()
+    config.intra_op_parallelism_threads, config.inter_op_parallelism_threads = 1, max(2, args.threads + 1)
+    with quiet_stderr():                                   # "failed call to cuInit" on machines without a GPU
+        return Session(target, config=config)
 
 
 def make_env_or_die(env_id, seed, **kw):
@@ -320,134 +400,250 @@ def make_env_or_die(env_id, seed, **kw):
     except atari_env.EnvError as e:
         die(str(e))
     except Exception as e:  # noqa: BLE001 -- e.g. a missing optional dependency (MuJoCo, Box2D)
-        die(f"cannot make {env_id}: {type(e).__name__}: {e}")
+        die(f"cannot make {env_id}: {first_line(e)}")
 
 
-def session(args):
-    # Each session.run is a chain of tiny ops for batch 1: splitting one op over cores (intra-op)
-    # only makes the threads fight; let each worker's run take one inter-op thread instead.
-    return tf.Session(config=tf.ConfigProto(intra_op_parallelism_threads=1,
-                                            inter_op_parallelism_threads=max(2, args.threads)))
+def restore(sess, saver, meta):
+    try:
+        saver.restore(sess, meta["model"])
+    except (tf.errors.OpError, ValueError) as e:
+        die(f"cannot restore {meta['model']} ({first_line(e)}); the checkpoint is damaged or from another network")
 
 
 # ---------------------------------------------------------------- --play
 def play(args):
-    meta = load_meta(args.play, None)
+    meta = load_meta(args.play)
     env_id = args.env or meta["env"]
-    env = make_env_or_die(env_id, args.seed, training=False, render=bool(args.record))
+    args.lstm = meta["lstm"] if not args.lstm else args.lstm
+    args.fire_reset = meta.get("fire_reset", True) and args.fire_reset
+    env = make_env_or_die(env_id, args.seed, training=False, render=bool(args.record), fire_reset=args.fire_reset)
     obs_shape, n_actions = env.observation_space.shape, int(env.action_space.n)
-    load_meta(args.play, env_id, obs_shape, n_actions)
-    print(atari_env.describe(env_id), flush=True)
+    check_meta(meta, args.play, env_id, obs_shape, n_actions, args.lstm)
+    video = open_video(args.record, env, env_id) if args.record else None
+    print(atari_env.describe(env_id, False, args.fire_reset), flush=True)
     tf.set_random_seed(args.seed)
+    args.rms_eps, args.lr = 0.1, 0.0                       # the optimizer is built but never used
     g = build_global(obs_shape, n_actions, args)
+    net = build_local("play", g, obs_shape, n_actions, args, learner=False)
     sess = session(args)
-    tf.train.Saver(g["vars"] + [g["T"]]).restore(sess, os.path.join(args.play, meta["dir"], "model"))
-    rng, video, scores = np.random.default_rng(args.seed), None, []
-    obs = env.reset()
-    while len(scores) < args.episodes:
-        pi = sess.run(g["pi"], {g["s"]: obs[None]})[0]
-        obs, _, _, info = env.step(sample(rng, pi))       # sample, as in training
-        if args.record:
-            try:
-                frame = env.render()
-            except Exception as e:  # noqa: BLE001 -- classic control renders with pygame
-                die(f"--record cannot render {env_id}: {e}")
-            if video is None:
-                video = cv2_writer(args.record, frame.shape)
-            video.write(frame[:, :, ::-1])                 # RGB -> BGR
-        if info["game_over"]:                              # full games: life loss does not end them
+    restore(sess, tf.train.Saver(g.theta + [g.T]), meta)
+    sess.run(net.copy_from_global)
+    scores = []
+
+    def on_step(info):
+        if video is not None:
+            video.write(env.render()[:, :, ::-1])          # RGB -> BGR
+        if info["game_over"]:
             scores.append(info["episode_return"])
             print(f"episode={len(scores)} return={scores[-1]:.1f} length={info['episode_length']}", flush=True)
+
+    play_games(sess, net, env, args.episodes, np.random.default_rng(args.seed), args, on_step=on_step)
     if video is not None:
         video.release()
     print(f"RESULT env={env_id} episodes={len(scores)} mean_return={np.mean(scores):.2f} "
           f"std_return={np.std(scores):.2f}", flush=True)
-
-
-def cv2_writer(path, shape):
-    import cv2
-    return cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 15, (shape[1], shape[0]))
+    return 0
 
 
 # ---------------------------------------------------------------- training
 def main(argv=None):
-    args = parse_args(argv)
     # Ctrl-C (and kill -TERM) -> KeyboardInterrupt in the main thread -> save a checkpoint, exit 0.
-    # Explicit, because a background job may start with SIGINT ignored.
+    # Explicit, because a background job of a non-interactive shell starts with SIGINT ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    if args.threads < 1:
-        die("--threads must be >= 1")
-    if args.play:
-        return play(args)
+    try:
+        args = parse_args(argv)
+        with tf.Graph().as_default():                      # a fresh graph per call (main() is also called in-process)
+            if args.play:
+                return play(args)
+            if args.workers or args.job_name:
+                return cluster_main(args, sys.argv[1:] if argv is None else argv)
+            return train(args)
+    except KeyboardInterrupt:                              # before training started: nothing to save
+        print("interrupted", file=sys.stderr, flush=True)
+        return 130
+
+
+def env_settings(args):
+    """--vector-env default: the GIL-free path wherever it can run the id."""
+    if args.vector_env is None:
+        args.vector_env = atari_env.vector_ok(args.env)
+    return dict(vector=args.vector_env, fire_reset=args.fire_reset)
+
+
+def train(args, cluster=None):
     args.env = args.env or "Breakout-v0"
+    try:
+        env_kw = env_settings(args)
+    except atari_env.EnvError as e:
+        die(str(e))
+    chief = cluster is None or cluster.chief
     tag = f"{args.env.replace('/', '_')}__{args.seed}"
     args.checkpoint_dir = args.checkpoint_dir or os.path.join("checkpoints", tag)
     args.logdir = args.logdir or os.path.join("runs", f"{tag}__{int(time.time())}")
-    envs = [make_env_or_die(args.env, args.seed + i, vector=args.vector_env) for i in range(args.threads)]
+    first = cluster.task_index * args.threads if cluster else 0  # this process's first thread id (seeds)
+    envs = [make_env_or_die(args.env, args.seed + first + i, **env_kw) for i in range(args.threads)]
     obs_shape, n_actions = envs[0].observation_space.shape, int(envs[0].action_space.n)
-    meta = dict(env=args.env, obs_shape=list(obs_shape), n_actions=n_actions,
-                network="cnn" if len(obs_shape) == 3 else "mlp")
-    saved = load_meta(args.checkpoint_dir, args.env, obs_shape, n_actions) if args.resume else None
-    print(atari_env.describe(args.env, args.vector_env), flush=True)
+    kind = fill_defaults(args, obs_shape)
+    meta = dict(env=args.env, obs_shape=list(obs_shape), n_actions=n_actions, network=kind, lstm=args.lstm,
+                fire_reset=args.fire_reset)
+    saved, mine = None, []                                 # mine: the step dir this run may replace
+    if chief:
+        writable_dir(args.checkpoint_dir, "--checkpoint-dir")
+        writable_dir(args.logdir, "--logdir")
+        if args.resume:                                    # continuing that run: its checkpoint is ours to replace
+            saved = load_meta(args.checkpoint_dir)
+            check_meta(saved, args.checkpoint_dir, args.env, obs_shape, n_actions, args.lstm)
+            mine = [saved["dir"]]
+        elif os.path.exists(os.path.join(args.checkpoint_dir, "latest.json")) and not args.overwrite:
+            die(f"{args.checkpoint_dir} already holds a checkpoint; continue it with --resume, choose another "
+                f"--checkpoint-dir, or start afresh there with --overwrite")
+    print(atari_env.describe(args.env, args.vector_env, args.fire_reset), flush=True)
 
     tf.set_random_seed(args.seed)
-    g = build_global(obs_shape, n_actions, args)
-    nets = [build_thread(i, obs_shape, n_actions, g, args) for i in range(args.threads)]
-    saver = tf.train.Saver(tf.global_variables("global/"), max_to_keep=1)  # theta, theta_v, T, RMSProp slots
-    sess = session(args)
-    sess.run(tf.global_variables_initializer())
-    if saved:
-        saver.restore(sess, os.path.join(args.checkpoint_dir, saved["dir"], "model"))
+    with tf.device(cluster.ps_device if cluster else None):
+        g = build_global(obs_shape, n_actions, args)
+    with tf.device(cluster.worker_device if cluster else None):
+        nets = [build_local(f"thread_{i}", g, obs_shape, n_actions, args) for i in range(args.threads)]
+        prs = [build_partial_run(f"thread_{i}", g, obs_shape, n_actions, args) for i in range(args.threads)] \
+            if args.partial_run else None
+        evaluator_net = build_local("eval", g, obs_shape, n_actions, args, learner=False) if chief else None
+        saver = tf.train.Saver(tf.global_variables("global/"), max_to_keep=1, sharded=False)  # theta, T, RMSProp
+        init_global = tf.variables_initializer(tf.global_variables("global/"))
+        init_local = tf.variables_initializer([v for v in tf.global_variables() if not v.name.startswith("global/")])
+        uninitialized = tf.report_uninitialized_variables(tf.global_variables("global/"))
+    sess = session(args, cluster.target, cluster.config) if cluster else session(args)
+    if chief:
+        sess.run(init_global)
+        if saved:
+            restore(sess, saver, saved)
+    while sess.run(uninitialized).size:                    # a non-chief worker waits for the chief
+        time.sleep(0.5)
+    sess.run(init_local)
     sess.graph.finalize()                                  # no op may be added from the threads by mistake
-    writer = tf.summary.FileWriter(args.logdir)
-    shared = dict(T=int(sess.run(g["T"])), games=collections.deque(), losses=collections.deque())
-    for env in envs:
-        env.frames = 0
-    t0, last = time.time(), [time.time(), 0, time.time()]  # time, frames, last save
-    recent, n_games = collections.deque(maxlen=100), [0]
+    writer = tf.summary.FileWriter(args.logdir) if chief else None
+    shared = Shared(int(sess.run(g.T)), args.threads, prs)
+    T0, t0, stop, errors = shared.T, time.time(), threading.Event(), []
 
-    def tick(final=False):
-        now, frames, T = time.time(), sum(e.frames for e in envs), shared["T"]
-        while shared["games"]:
-            step, ret, length = shared["games"].popleft()
+    def on_error(e):                                       # a thread that raises stops the run with its error
+        errors.append(f"{e.thread.name} failed: {first_line(e.exc_value)}")
+        stop.set()
+
+    threading.excepthook, excepthook = on_error, threading.excepthook
+    learners = [threading.Thread(target=actor_learner, args=(i, sess, nets[i], g, envs[i], args, shared, stop),
+                                 name=f"actor-learner {first + i}", daemon=True) for i in range(args.threads)]
+    others = [threading.Thread(target=evaluator, name="evaluator", daemon=True, args=(
+        sess, evaluator_net, make_env_or_die(args.env, args.seed + 10_000, training=False, **env_kw),
+        args, shared, stop))] \
+        if chief and args.eval_every else []
+    for t in learners + others:
+        t.start()
+    recent, games, last = collections.deque(maxlen=100), [0], dict(t=t0, frames=0, save=t0)
+
+    def log(final=False):                                  # TensorBoard charts/, losses/, eval/; one stdout line
+        now, frames, T = time.time(), sum(shared.frames), shared.T
+        while shared.games:
+            step, ret, length = shared.games.popleft()
             recent.append(ret)
-            n_games[0] += 1
-            summary(writer, "charts/episodic_return", ret, step)
-            summary(writer, "charts/episodic_length", length, step)
-        losses = [shared["losses"].popleft() for _ in range(len(shared["losses"]))]
-        fps = (frames - last[1]) / max(now - last[0], 1e-9)
-        lr = args.lr * max(0.0, 1.0 - T / args.max_steps)
-        mean = np.mean(recent) if recent else float("nan")
-        summary(writer, "charts/fps", fps, T)
-        summary(writer, "charts/lr", lr, T)
-        if losses:
-            for tag_, val in zip(["policy", "value", "entropy"], np.mean(losses, 0)):
-                summary(writer, f"losses/{tag_}", val, T)
-        writer.flush()
+            games[0] += 1
+            scalars(charts_episodic_return=(ret, step), charts_episodic_length=(length, step))
+        while shared.evals:
+            step, ev, ev_std = shared.last_eval = shared.evals.popleft()
+            print(f"eval global_step={step} eval_return={ev:.2f} eval_std={ev_std:.2f} episodes={args.eval_episodes}")
+            scalars(eval_episodic_return=(ev, step), eval_episodic_return_std=(ev_std, step))
+        fps = (frames - last["frames"]) / max(now - last["t"], 1e-9)
+        lr, mean = args.lr * max(0.0, 1.0 - T / args.max_steps), np.mean(recent) if recent else float("nan")
+        stats = [shared.stats.popleft() for _ in range(len(shared.stats))]
+        scalars(charts_fps=(fps, T), charts_lr=(lr, T), **{f"losses_{k}": (v, T) for k, v in
+                                                            zip(["policy", "value", "entropy"], np.mean(stats, 0) if stats else [])})
         if not final:
-            print(f"global_step={T} fps={fps:.0f} episodes={n_games[0]} mean_return={mean:.2f} lr={lr:.2e}", flush=True)
-        last[:2] = now, frames
-        if final or now - last[2] > args.save_interval:
-            save(sess, saver, args.checkpoint_dir, dict(meta, T=int(sess.run(g["T"]))))
-            last[2] = now
+            eta = (args.max_steps - T) / (T - T0) * (now - t0) if T > T0 else float("nan")
+            print(f"global_step={T} progress={100 * T / args.max_steps:.1f}% eta={fmt_time(eta)} fps={fps:.0f} "
+                  f"episodes={games[0]} mean_return={mean:.2f} lr={lr:.2e}", flush=True)
+        last.update(t=now, frames=frames)
         return mean
 
-    stop = threading.Event()
-    targets = [lambda i=i: worker(i, sess, nets[i], g, envs[i], args, shared, stop) for i in range(args.threads)]
+    def scalars(**tag_value_step):
+        if writer:
+            for tag, (value, step) in tag_value_step.items():
+                summary(tf, writer, tag.replace("_", "/", 1), value, step)
+            writer.flush()
+
+    def checkpoint():                                      # theta, theta_v, T, RMSProp's slots; atomic
+        last["save"] = time.time()
+        try:
+            save(lambda path: saver.save(sess, path, write_meta_graph=False, write_state=False),
+                 args.checkpoint_dir, dict(meta, T=int(sess.run(g.T))), mine)
+            return True
+        except (OSError, tf.errors.OpError) as e:
+            where = f"the last good one is {os.path.join(args.checkpoint_dir, mine[0])}" if mine else "none was saved"
+            warn(f"checkpoint not saved ({first_line(e)}); {where}")
+
+    interrupted = False
     try:
-        run_workers(targets, stop, tick, args.log_interval)
+        while any(t.is_alive() for t in learners):
+            stop.wait(args.log_interval)
+            if stop.is_set():                              # done, or a thread failed: the others finish their rollout
+                for t in learners:
+                    t.join()
+            log()
+            if chief and time.time() - last["save"] > args.save_interval:
+                checkpoint()
     except KeyboardInterrupt:
+        interrupted = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)       # a second Ctrl-C must not break the final save
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("interrupted: saving checkpoint", file=sys.stderr, flush=True)
-    except WorkerError as e:
-        die(str(e), 1)
-    shared["T"] = int(sess.run(g["T"]))
-    mean = tick(final=True)
-    wall = time.time() - t0
-    fps = sum(e.frames for e in envs) / wall
-    print(f"RESULT env={args.env} global_step={shared['T']} episodes={n_games[0]} mean_return={mean:.2f} "
-          f"fps={fps:.0f} wall_s={wall:.1f}", flush=True)
+        stop.set()
+        for t in learners:
+            t.join()
+    stop.set()
+    for t in others:
+        t.join()
+    threading.excepthook = excepthook
+    if errors:
+        die(errors[0], 1)
+    shared.T, wall = int(sess.run(g.T)), time.time() - t0
+    if chief and args.eval_every and not interrupted:      # the final theta, scored the way papers score
+        sess.run(evaluator_net.copy_from_global)
+        env = make_env_or_die(args.env, args.seed + 20_000, training=False, **env_kw)
+        scores = play_games(sess, evaluator_net, env, args.eval_episodes, np.random.default_rng(args.seed), args)
+        shared.evals.append((shared.T, float(np.mean(scores)), float(np.std(scores))))
+    saved_ok, mean = not chief or checkpoint(), log(final=True)
+    role = f"worker={cluster.task_index} " if cluster and not chief else ""
+    print(f"RESULT {role}env={args.env} global_step={shared.T} episodes={games[0]} mean_return={mean:.2f} "
+          f"eval_return={getattr(shared, 'last_eval', (0, float('nan')))[1]:.2f} fps={sum(shared.frames) / wall:.0f} "
+          f"wall_s={wall:.1f}", flush=True)
+    if not saved_ok:
+        die("the final checkpoint could not be written (see the warning above)", 1)
+    return 0
+
+
+# ---------------------------------------------------------------- cluster mode: TF's parameter-server runtime
+def cluster_main(args, argv):
+    """One process of a cluster (--job-name), or all of them on this machine (--workers N). A ps holds
+    theta, T and RMSProp's slots; each worker runs --threads actor-learner threads whose local networks
+    pull theta and push gradients over gRPC. Worker 0, the chief, initialises, logs, evaluates, saves."""
+    if args.workers:
+        if args.job_name or args.ps_hosts or args.worker_hosts:
+            die("--workers launches its own cluster on this machine; drop --job-name/--ps-hosts/--worker-hosts")
+        return launch_local(os.path.abspath(__file__), argv, args.workers)
+    hosts = {"ps": parse_hosts(args.ps_hosts, "--ps-hosts"), "worker": parse_hosts(args.worker_hosts, "--worker-hosts")}
+    if args.task_index is None or not 0 <= args.task_index < len(hosts[args.job_name]):
+        die(f"--task-index must be 0..{len(hosts[args.job_name]) - 1} for --job-name {args.job_name} "
+            f"(got {args.task_index})")
+    me = f"/job:{args.job_name}/task:{args.task_index}"
+    # Without device filters a worker waits for every other worker, and the ps dials workers that are not up.
+    config = tf.ConfigProto(device_filters=["/job:ps"] if args.job_name == "ps" else ["/job:ps", me])
+    server = tf.distribute.Server(tf.train.ClusterSpec(hosts), args.job_name, args.task_index, config=config)
+    if args.job_name == "ps":                              # serves until its process ends: TF has no shutdown
+        while True:
+            time.sleep(3600)
+    cluster = types.SimpleNamespace(chief=args.task_index == 0, task_index=args.task_index, target=server.target,
+                                    config=config, worker_device=me,  # theta, T, slots on the ps (round-robin):
+                                    ps_device=tf.train.replica_device_setter(len(hosts["ps"]), worker_device=me))
+    return train(args, cluster)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -58,7 +58,7 @@ def is_atari(env_id):
     return gym.spec(env_id).entry_point == "ale_py.env:AtariEnv"
 
 
-def describe(env_id, vector=False):
+def describe(env_id, vector=False, fire_reset=True):
     """One line saying what this id does, printed at start-up."""
     if not is_atari(env_id):
         return f"env {env_id}: vector observations, passed through unchanged"
@@ -75,7 +75,7 @@ def describe(env_id, vector=False):
     else:
         frames = f"ALE skips {skip} frames, no two-frame max"
     return (f"env {env_id}: {frames}; sticky actions p={sticky}; 84x84x4 uint8, "
-            f"0-{NOOP_MAX} no-ops, FIRE at reset, life loss ends training episodes, rewards clipped; {how}")
+            f"0-{NOOP_MAX} no-ops, {'FIRE' if fire_reset else 'no FIRE'} at reset, life loss ends training episodes, rewards clipped; {how}")
 
 
 def preprocess(frame_prev, frame_last):
@@ -88,7 +88,7 @@ def preprocess(frame_prev, frame_last):
 class AtariEnv:
     """The readable path: gymnasium AtariEnv + numpy/OpenCV preprocessing, one step at a time."""
 
-    def __init__(self, env_id, seed=0, training=True, noop_max=NOOP_MAX, render=False):
+    def __init__(self, env_id, seed=0, training=True, noop_max=NOOP_MAX, render=False, fire_reset=True):
         # obs_type="grayscale" gives ALE's luminance (the same palette AtariVectorEnv uses)
         self.env = gym.make(env_id, obs_type="grayscale", max_num_frames_per_episode=MAX_FRAMES,
                             render_mode="rgb_array" if render else None)
@@ -98,7 +98,7 @@ class AtariEnv:
         self.training, self.noop_max = training, noop_max
         self.rng = np.random.default_rng(seed)
         self.seed = seed
-        self.fire = "FIRE" in self.env.unwrapped.get_action_meanings()
+        self.fire = fire_reset and "FIRE" in self.env.unwrapped.get_action_meanings()
         self.observation_space = gym.spaces.Box(0, 255, (SIZE, SIZE, FRAMES), np.uint8)
         self.action_space = self.env.action_space
         self.stack = np.zeros((SIZE, SIZE, FRAMES), np.uint8)
@@ -144,7 +144,7 @@ class AtariEnv:
         self.frame_number = info["frame_number"]
         self.episode_return += raw
         self.episode_length += 1
-        life_lost = info["lives"] < self.lives
+        life_lost = out["life_lost"] = info["lives"] < self.lives
         self.lives = info["lives"]
         # Life loss ends the *training* episode (R = 0 there) but the game goes on: no reset.
         done = out["game_over"] or (self.training and life_lost)
@@ -166,7 +166,7 @@ class VectorAtariEnv:
     releases the GIL while it runs, so Python threads scale with cores. Same settings as
     AtariEnv; reward clipping and life-loss bookkeeping are done here, identically."""
 
-    def __init__(self, env_id, seed=0, training=True, noop_max=NOOP_MAX):
+    def __init__(self, env_id, seed=0, training=True, noop_max=NOOP_MAX, fire_reset=True):
         from ale_py.vector_env import AtariVectorEnv
         kw = gym.spec(env_id).kwargs
         skip = kw.get("frameskip", 4)
@@ -177,7 +177,7 @@ class VectorAtariEnv:
             kw["game"], num_envs=1, num_threads=1,
             frameskip=ACTION_REPEAT if skip == 1 else skip, maxpool=skip == 1,
             repeat_action_probability=kw.get("repeat_action_probability", 0.25),
-            max_num_frames_per_episode=MAX_FRAMES, noop_max=noop_max, use_fire_reset=True,
+            max_num_frames_per_episode=MAX_FRAMES, noop_max=noop_max, use_fire_reset=fire_reset,
             img_height=SIZE, img_width=SIZE, grayscale=True, stack_num=FRAMES,
             reward_clipping=False,            # we clip ourselves so the raw score stays visible
             episodic_life=False, life_loss_info=False,  # life loss detected from info["lives"], as in AtariEnv
@@ -205,7 +205,7 @@ class VectorAtariEnv:
         self.frame_number = frame_number
         self.episode_return += raw
         self.episode_length += 1
-        life_lost = not game_over and out["lives"] < self.lives
+        life_lost = out["life_lost"] = not game_over and out["lives"] < self.lives
         self.lives = out["lives"]
         done = game_over or (self.training and life_lost)
         if game_over:
@@ -252,15 +252,28 @@ class VectorObsEnv:
         self.env.close()
 
 
-def make_env(env_id, seed=0, vector=False, training=True, render=False):
-    """The env a3c.py uses. Raises EnvError for unknown ids and continuous actions."""
+def vector_ok(env_id):
+    """Can AtariVectorEnv run this id? (It needs a fixed frameskip.)"""
+    return is_atari(env_id) and not isinstance(gym.spec(env_id).kwargs.get("frameskip", 4), tuple)
+
+
+def make_env(env_id, seed=0, vector=False, training=True, render=False, fire_reset=True):
+    """The env a3c.py uses. Raises EnvError for unknown ids and spaces a3c.py cannot handle."""
     if is_atari(env_id):
-        env = VectorAtariEnv(env_id, seed, training) if vector else AtariEnv(env_id, seed, training, render=render)
+        env = VectorAtariEnv(env_id, seed, training, fire_reset=fire_reset) if vector else \
+            AtariEnv(env_id, seed, training, render=render, fire_reset=fire_reset)
     else:
         if vector:
             raise EnvError(f"--vector-env is for Atari ids only, not {env_id}")
         env = VectorObsEnv(env_id, seed, training, render=render)
+    obs_space = env.observation_space
     if not isinstance(env.action_space, gym.spaces.Discrete):
         env.close()
-        raise EnvError(f"{env_id} has a continuous action space {env.action_space}; A3C here is for discrete actions")
+        kind = "a continuous" if isinstance(env.action_space, gym.spaces.Box) else "an unsupported"
+        raise EnvError(f"{env_id} has {kind} action space {env.action_space}; a3c.py handles discrete actions "
+                       f"(gymnasium.spaces.Discrete) only")
+    if not isinstance(obs_space, gym.spaces.Box) or (len(obs_space.shape) != 1 and obs_space.shape != (SIZE, SIZE, FRAMES)):
+        env.close()
+        raise EnvError(f"{env_id} has observation space {obs_space}; a3c.py handles Atari frames and flat "
+                       f"vector observations (a 1-D Box) only")
     return env

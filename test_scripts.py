@@ -6,6 +6,7 @@ import functools
 import hashlib
 import http.server
 import io
+import json
 import os
 import re
 import subprocess
@@ -442,6 +443,23 @@ def test_vector_env_same_shape_dtype_meaning():
         atari_env.VectorAtariEnv("Breakout-v0")             # random frameskip has no native equivalent
 
 
+def test_memn2n_ctrl_c_saves_and_exits(gen_dir, tmp_path):
+    import signal
+    save = tmp_path / "model"
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "memn2n.py"), "--task", "1", "--data-dir", gen_dir,
+                          "--epochs", "1000", "--save", str(save), "--logdir", str(tmp_path)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    for line in p.stdout:                                  # wait until training is under way
+        if line.startswith("epoch=3 "):
+            break
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert "interrupted: saved the current model to" in err and "Traceback" not in err
+    assert (save / "config.json").is_file() and any(f.startswith("model") for f in os.listdir(save))
+
+
 # ---------------------------------------------------------------- algorithm
 def test_n_step_returns():
     r, gamma = [1.0, 0.0, -1.0, 2.0], 0.9
@@ -474,53 +492,150 @@ class FixedLengthEnv:
         return obs, float(a), info["game_over"], info
 
 
-def _graph(obs_shape=(4,), n_actions=2, threads=1, extra=()):
-    args = a3c.parse_args(["--env", "CartPole-v1", *extra])
+class Bandit(FixedLengthEnv):
+    """Two arms, one-step episodes: arm 1 pays 1, arm 0 pays 0."""
+
+    def __init__(self):
+        super().__init__(1)
+
+    def reset(self, seed=None):
+        self.t, self.obs = 0, np.ones(4, np.float32)
+        return self.obs
+
+    def step(self, a):
+        obs, _, done, info = super().step(a)
+        return self.reset(), float(a), done, info
+
+
+def _graph(*flags, obs_shape=(4,), n_actions=2, threads=1, partial_run=False):
+    """a3c.py's graph for a vector env, in the current default graph, with a fresh session."""
+    args = a3c.parse_args(["--env", "CartPole-v1", *flags])
+    a3c.fill_defaults(args, obs_shape)
     g = a3c.build_global(obs_shape, n_actions, args)
-    nets = [a3c.build_thread(i, obs_shape, n_actions, g, args) for i in range(threads)]
-    sess = tf.Session()
+    nets = [a3c.build_local(f"thread_{i}", g, obs_shape, n_actions, args) for i in range(threads)]
+    prs = [a3c.build_partial_run(f"thread_{i}", g, obs_shape, n_actions, args) for i in range(threads)] \
+        if partial_run else None
+    probe = a3c.build_local("probe", g, obs_shape, n_actions, args, learner=False)  # reads theta after a copy
+    sess = a3c.session(args)
     sess.run(tf.global_variables_initializer())
-    return args, g, nets, sess
+    return args, g, nets, prs, probe, sess
 
 
-@pytest.mark.parametrize("length", [3, 50])               # episode ends before t_max / bootstrap case
-def test_partial_run_and_recompute_same_gradients(length):
+def _run_learner(args, sess, net, g, env, max_steps, prs=None):
+    args.max_steps = max_steps
+    shared = a3c.Shared(int(sess.run(g.T)), 1, prs)
+    a3c.actor_learner(0, sess, net, g, env, args, shared, threading.Event())
+    return shared
+
+
+def test_policy_gradient_moves_toward_the_better_arm():
     with tf.Graph().as_default():
         tf.set_random_seed(0)
-        args, g, (net,), sess = _graph()
-        sess.run(net["copy_from_global"])
-        before = sess.run(g["vars"])
-        out = {}
-        for mode in (True, False):
-            env = FixedLengthEnv(length, seed=1)
-            obs = env.reset()
-            rng = np.random.default_rng(2)
-            for _ in range(2):                              # two rollouts: the 2nd starts mid-episode
-                obs, vals, _, _ = a3c.rollout(sess, net, g, env, obs, rng, 0.0, args, mode, net["grads"])
-            out[mode] = vals
-        for x, y in zip(out[True][4:], out[False][4:]):     # the accumulated gradients
-            np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
-        assert any(np.abs(x).sum() > 0 for x in out[True][4:])
-        for w, w0 in zip(sess.run(g["vars"]), before):      # lr = 0: global weights unchanged
-            np.testing.assert_array_equal(w, w0)
+        args, g, (net,), _, probe, sess = _graph("--lr", "1e-2", "--t-max", "1")
+        obs = np.ones((1, 4), np.float32)
+        sess.run(probe.copy_from_global)
+        before = sess.run(probe.pi, {probe.s_ph: obs})[0, 1]
+        _run_learner(args, sess, net, g, Bandit(), 300)
+        sess.run(probe.copy_from_global)
+        after = sess.run(probe.pi, {probe.s_ph: obs})[0, 1]
+    assert 0.3 < before < 0.7 and after > 0.9, (before, after)   # a wrong sign drives it to 0
 
 
-def test_update_changes_global_not_before_copy():
+def test_entropy_bonus_raises_entropy_when_advantage_is_zero():
+    with tf.Graph().as_default():
+        args, g, (net,), _, probe, sess = _graph("--beta", "1.0")
+        pi_b = [v for v in g.theta if v.name == "global/pi/b:0"][0]
+        sess.run(pi_b.assign([2.0, -2.0]))                 # a confident policy: low entropy
+        sess.run(net.copy_from_global)
+        S = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+        H = lambda p: -(p * np.log(p)).sum(1).mean()  # noqa: E731
+        before = H(sess.run(net.pi, {net.s_ph: S}))
+        for _ in range(30):                                # R = V(s): advantage and value loss are zero
+            v = sess.run(net.v, {net.s_ph: S})
+            sess.run(net.train, {net.s_ph: S, net.a_ph: [0] * 5, net.R_ph: v, g.lr_ph: 0.1})
+            sess.run(net.copy_from_global)
+        after = H(sess.run(net.pi, {net.s_ph: S}))
+    assert after > 1.5 * before, (before, after)           # the wrong sign would lower it
+
+
+def test_gradients_batched_equal_per_step_and_numpy_reference():
+    """The default update (one batch of n states through one copy) against the slides' t_max
+    copies (per-step graph) and, for the heads' biases, against the loss differentiated by hand."""
     with tf.Graph().as_default():
         tf.set_random_seed(0)
-        args, g, (net,), sess = _graph()
+        args, g, (net,), (pr,), _, sess = _graph("--partial-run", "--beta", "0.3", partial_run=True)
+        sess.run(net.copy_from_global)
+        rng = np.random.default_rng(1)
+        for n in (5, 3):                                   # a full rollout and one cut short by a terminal
+            S = rng.normal(size=(n, 4)).astype(np.float32)
+            a, R = rng.integers(0, 2, n), rng.normal(size=n).astype(np.float32)
+            batched = sess.run(net.grads, {net.s_ph: S, net.a_ph: a, net.R_ph: R})
+            fd = {pr.s[k]: (S[k] if k < n else np.zeros(4, np.float32))[None] for k in range(args.t_max)}
+            fd.update({pr.a_ph: np.pad(a, (0, 5 - n)), pr.R_ph: np.pad(R, (0, 5 - n)),
+                       pr.mask_ph: (np.arange(5) < n).astype(np.float32)})
+            per_step = sess.run(pr.grads, fd)
+            for x, y in zip(batched, per_step):
+                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+            # NumPy: dL/dz_i = -(R_i - V_i)(onehot(a_i) - p_i) + beta p_i (log p_i + H_i);  dL/dV_i = 2 c (V_i - R_i)
+            p, V = sess.run([net.pi, net.v], {net.s_ph: S})
+            Hs = -(p * np.log(p)).sum(1, keepdims=True)
+            dz = -(R - V)[:, None] * (np.eye(2)[a] - p) + args.beta * p * (np.log(p) + Hs)
+            names = [v.name for v in tf.trainable_variables("thread_0/")]
+            np.testing.assert_allclose(batched[names.index("thread_0/pi/b:0")], dz.sum(0), rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(batched[names.index("thread_0/v/b:0")], [2 * args.value_coef * (V - R).sum()],
+                                       rtol=1e-4)
+
+
+def test_update_changes_global_not_local_until_copy():
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        args, g, (net,), _, _, sess = _graph()
         local = tf.trainable_variables("thread_0/")
-        sess.run(net["copy_from_global"])
-        for lv, gv in zip(sess.run(local), sess.run(g["vars"])):
-            np.testing.assert_array_equal(lv, gv)           # local == global after copy_from_global
-        env = FixedLengthEnv(50)
-        a3c.rollout(sess, net, g, env, env.reset(), np.random.default_rng(0), 1e-2, args, True)
-        assert sess.run(g["T"]) == args.t_max              # T counts agent steps
-        changed = [not np.array_equal(lv, gv) for lv, gv in zip(sess.run(local), sess.run(g["vars"]))]
-        assert any(changed)                                 # the update went to the global weights
-        sess.run(net["copy_from_global"])
-        for lv, gv in zip(sess.run(local), sess.run(g["vars"])):
+        shared = _run_learner(args, sess, net, g, FixedLengthEnv(50), 5)
+        assert sess.run(g.T) == shared.T == 5              # T counts agent steps
+        changed = [not np.array_equal(lv, gv) for lv, gv in zip(sess.run(local), sess.run(g.theta))]
+        assert any(changed)                                # the update went to the global weights only
+        sess.run(net.copy_from_global)
+        for lv, gv in zip(sess.run(local), sess.run(g.theta)):
             np.testing.assert_array_equal(lv, gv)
+
+
+def test_lstm_update_unrolls_as_acting_did():
+    """Acting one step at a time, carrying (c, h), gives the same pi and V as the update's unroll of
+    the rollout's states from the state it began with."""
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        args, g, (net,), _, _, sess = _graph("--lstm")
+        sess.run(net.copy_from_global)
+        S = np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)
+        state = start = (np.random.default_rng(1).normal(size=(1, 256)).astype(np.float32),) * 2
+        step_pi, step_v = [], []
+        for s in S:
+            (pi, v, state) = sess.run((net.pi, net.v, net.state), a3c.feed(net, s[None], state))
+            step_pi.append(pi[0])
+            step_v.append(v[0])
+        pi, v = sess.run((net.pi, net.v), a3c.feed(net, S, start))
+        np.testing.assert_allclose(pi, step_pi, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(v, step_v, rtol=1e-5, atol=1e-6)
+
+
+def test_lstm_state_carried_across_rollouts_and_reset_on_episode_end():
+    fed = []
+
+    class Spy(a3c.Session):
+        def run(self, fetches, feed_dict=None, **kw):
+            if isinstance(fetches, tuple) and len(fetches) == 2:  # acting: (pi, state)
+                fed.append(float(np.abs(feed_dict[net.state_ph[1]]).sum()))
+            return super().run(fetches, feed_dict, **kw)
+
+    with tf.Graph().as_default():
+        args, g, (net,), _, _, sess = _graph("--lstm")
+        sess.__class__ = Spy
+        _run_learner(args, sess, net, g, FixedLengthEnv(7), 21)   # 3 episodes of 7 steps, rollouts of 5
+    # steps 0..6 of each episode: fresh (zero) state at step 0 only, carried into the second rollout (step 5)
+    assert len(fed) == 21
+    for k, h in enumerate(fed):
+        assert (h == 0) == (k % 7 == 0), (k, fed)
 
 
 def _rss_mb():
@@ -530,133 +645,278 @@ def _rss_mb():
 
 def test_partial_run_memory_flat_over_short_episodes():
     with tf.Graph().as_default():
-        args, g, (net,), sess = _graph()
+        args, g, (net,), (pr,), _, sess = _graph("--partial-run", partial_run=True)
         env = FixedLengthEnv(1)                             # every rollout ends after 1 of t_max=5 steps
+        shared = a3c.Shared(0, 1, [pr])
         obs, rng = env.reset(), np.random.default_rng(0)
         for _ in range(300):
-            obs, *_ = a3c.rollout(sess, net, g, env, obs, rng, 1e-3, args, True)
+            obs = a3c.partial_run_rollout(sess, pr, net, g, env, obs, rng, 1e-3, args, shared, 0)
         start = _rss_mb()
         for _ in range(1500):
-            obs, *_ = a3c.rollout(sess, net, g, env, obs, rng, 1e-3, args, True)
+            obs = a3c.partial_run_rollout(sess, pr, net, g, env, obs, rng, 1e-3, args, shared, 0)
         finished = _rss_mb() - start
         # control: the same number of handles left unfinished does leak (~48 KB each here)
         start = _rss_mb()
-        feeds = net["s"] + [net["a"], net["R"], net["mask"], g["lr"]]
+        feeds = pr.s + [pr.a_ph, pr.R_ph, pr.mask_ph, g.lr_ph]
         for _ in range(1500):
-            h = sess.partial_run_setup(net["pi"] + [net["v_boot"]] + net["train"], feeds)
-            sess.partial_run(h, net["pi"][0], {net["s"][0]: obs[None]})
+            h = sess.partial_run_setup(pr.pi + [pr.v_boot] + list(pr.train.values()), feeds)
+            sess.partial_run(h, pr.pi[0], {pr.s[0]: obs[None]})
         abandoned = _rss_mb() - start
+    assert shared.T == 1800
     assert finished < 10, finished
     assert abandoned > 3 * max(finished, 5), (finished, abandoned)
 
 
-def test_worker_error_stops_all_threads():
-    import threading
-    import time
-    stop = threading.Event()
-
-    def loops():
-        while not stop.is_set():
-            time.sleep(0.01)
-
-    def fails():
-        time.sleep(0.1)
-        raise ValueError("boom")
-
-    t0 = time.time()
-    with pytest.raises(a3c.WorkerError, match="worker 1 failed: ValueError: boom"):
-        a3c.run_workers([loops, fails, loops], stop, lambda: None, 0.05)
-    assert time.time() - t0 < 5 and stop.is_set()
+# ---------------------------------------------------------------- training runs
+def events(logdir):
+    """{tag: [steps]} from the TensorBoard event files under logdir, read as TensorBoard reads them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-# ---------------------------------------------------------------- command line
-def test_breakout_short_run_checkpoint_and_resume(tmp_path):
-    ck = str(tmp_path / "ck")
-    common = ["--env", "Breakout-v0", "--threads", "2", "--checkpoint-dir", ck, "--logdir", str(tmp_path / "runs")]
-    p = run_a3c(*common, "--max-steps", "1000", "--partial-run", cwd=tmp_path)  # the slides' path
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert "Breakout-v0: ALE skips 2-4 frames at random" in p.stdout
-    res = result(p.stdout)
-    assert res["env"] == "Breakout-v0" and 1000 <= int(res["global_step"]) < 1000 + 2 * 5
-    assert os.path.isfile(os.path.join(ck, "latest.json"))
-    assert os.listdir(tmp_path / "runs")                  # TensorBoard events
-    p2 = run_a3c(*common, "--max-steps", "1500", "--resume", cwd=tmp_path)
-    assert p2.returncode == 0, p2.stderr[-2000:]
-    steps = [int(m) for m in re.findall(r"^global_step=(\d+)", p2.stdout, re.M)] + [int(result(p2.stdout)["global_step"])]
-    assert steps[0] > int(res["global_step"]) and steps[-1] >= 1500   # continued from T, not from 0
-    assert int(steps[-1]) - int(res["global_step"]) < 600
+def _main_ok(capsys, *argv):
+    """a3c.main in this process (no TensorFlow start-up per call): exit 0, returns stdout."""
+    assert a3c.main(list(argv)) == 0
+    return capsys.readouterr().out
 
 
-def test_cartpole_learns_and_plays(tmp_path):
-    # Fixed step budget (not time): a random policy scores ~22; 40k steps at lr 1e-2 reach > 150.
-    ck = str(tmp_path / "ck")
-    p = run_a3c("--env", "CartPole-v1", "--threads", "2", "--max-steps", "40000", "--lr", "1e-2",
-                "--seed", "1", "--checkpoint-dir", ck, "--logdir", str(tmp_path / "runs"), cwd=tmp_path)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert float(result(p.stdout)["mean_return"]) >= 150, p.stdout[-1500:]
-    q = run_a3c("--play", ck, "--episodes", "3", cwd=tmp_path)
-    assert q.returncode == 0, q.stderr[-2000:]
-    res = result(q.stdout)
+def test_cartpole_defaults_learn_evaluate_log_and_play(tmp_path, capsys):
+    # The MLP's default lr and RMSProp eps on a fixed step budget (--max-steps also shortens the
+    # lr schedule): a random policy scores ~22.
+    ck, tb = tmp_path / "ck", tmp_path / "tb"
+    out = _main_ok(capsys, "--env", "CartPole-v1", "--threads", "2", "--max-steps", "30000", "--eval-every", "15000",
+                   "--seed", "1", "--checkpoint-dir", str(ck), "--logdir", str(tb))
+    res = result(out)
+    assert float(res["mean_return"]) >= 150 and float(res["eval_return"]) >= 150, out[-1500:]
+    assert re.search(r"^global_step=\d+ progress=\d+\.\d% eta=\S+ fps=", out, re.M)
+    evals = [int(m) for m in re.findall(r"^eval global_step=(\d+) eval_return=", out, re.M)]
+    assert len(evals) >= 2 and evals[0] >= 15000 and evals[-1] == int(res["global_step"])
+    tags = events(tb)
+    for tag in ["charts/episodic_return", "charts/episodic_length", "charts/fps", "charts/lr",
+                "losses/policy", "losses/value", "losses/entropy", "eval/episodic_return", "eval/episodic_return_std"]:
+        assert tag in tags and tags[tag], (tag, sorted(tags))
+        assert all(0 <= s <= int(res["global_step"]) for s in tags[tag])
+    assert tags["eval/episodic_return"] == evals
+    res = result(_main_ok(capsys, "--play", str(ck), "--episodes", "3"))
     assert res["env"] == "CartPole-v1" and res["episodes"] == "3" and float(res["mean_return"]) >= 100
 
 
+def test_lstm_cartpole_learns(tmp_path, capsys):
+    out = _main_ok(capsys, "--env", "CartPole-v1", "--lstm", "--threads", "2", "--max-steps", "20000",
+                   "--eval-every", "0", "--seed", "1", "--checkpoint-dir", str(tmp_path / "ck"), "--logdir", str(tmp_path))
+    assert float(result(out)["mean_return"]) >= 80, out[-1500:]
+
+
+@pytest.mark.parametrize("env,flags", [("Breakout-v0", []), (PAPER_ENV, ["--lstm"])])
+def test_breakout_smoke_checkpoint_resume_play(tmp_path, capsys, env, flags):
+    ck = str(tmp_path / "ck")
+    common = ["--env", env, "--threads", "2", "--eval-every", "0", "--checkpoint-dir", ck, "--logdir", str(tmp_path), *flags]
+    out = _main_ok(capsys, *common, "--max-steps", "600")
+    path = "ALE skips 2-4 frames at random" if env == "Breakout-v0" else "AtariVectorEnv"
+    assert path in out.splitlines()[0]
+    res = result(out)
+    assert res["env"] == env and 600 <= int(res["global_step"]) < 600 + 2 * 5
+    out = _main_ok(capsys, *common, "--max-steps", "900", "--resume")
+    assert 900 <= int(result(out)["global_step"]) < 900 + 2 * 5   # continued from T, not from 0
+    assert result(_main_ok(capsys, "--play", ck, "--episodes", "1"))["episodes"] == "1"
+    if flags:
+        assert "add --lstm" in _main_error(capsys, *common[:-1], "--max-steps", "1000", "--resume")
+    else:
+        for bad in (str(tmp_path / "no" / "such" / "dir" / "x.mp4"), str(tmp_path / "x.unknown")):
+            assert "--record cannot write" in _main_error(capsys, "--play", ck, "--record", bad)
+
+
+def test_interrupt_saves_checkpoint_and_exits(tmp_path):
+    """SIGINT and SIGTERM, also when started the way a background job is (SIGINT ignored)."""
+    import signal
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        ck = tmp_path / f"ck{sig}"
+        p = subprocess.Popen([sys.executable, os.path.join(HERE, "a3c.py"), "--env", "CartPole-v1", "--threads", "2",
+                              "--log-interval", "0.5", "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "runs")],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+        for line in p.stdout:                              # wait until the threads are training
+            if line.startswith("global_step=") and int(line.split()[0].split("=")[1]) > 0:
+                break
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err[-2000:]
+        assert "interrupted: saving checkpoint" in err and "Traceback" not in err
+        with open(ck / "latest.json") as f:
+            assert json.load(f)["T"] == int(result(out)["global_step"]) > 0
+
+
+def test_failing_thread_stops_the_run_with_its_error(tmp_path, monkeypatch, capsys):
+    real = atari_env.make_env
+
+    def make_env(env_id, seed=0, **kw):
+        env = real(env_id, seed, **kw)
+        if seed == 2:                                      # thread 1 (seed 1 + 1) fails at its 50th step
+            step, n = env.step, [0]
+
+            def failing(a):
+                n[0] += 1
+                if n[0] == 50:
+                    raise ValueError("boom")
+                return step(a)
+            env.step = failing
+        return env
+
+    monkeypatch.setattr(atari_env, "make_env", make_env)
+    with pytest.raises(SystemExit) as e:
+        a3c.main(["--env", "CartPole-v1", "--threads", "2", "--max-steps", "100000", "--checkpoint-dir",
+                  str(tmp_path / "ck"), "--logdir", str(tmp_path / "tb")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 1 and err == ["a3c.py: error: actor-learner 1 failed: ValueError: boom"]
+
+
+# ---------------------------------------------------------------- bad input: one line, nothing destroyed
 def _one_line_error(p, *needles):
-    assert p.returncode != 0
-    assert "Traceback" not in p.stderr
-    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
-    assert len(errors) == 1, p.stderr
+    assert p.returncode not in (0, None)
+    assert "Traceback" not in p.stderr, p.stderr
+    errors = [ln for ln in p.stderr.splitlines() if ln.strip() and "WARNING" not in ln and not ln.startswith(("I0000", "E0000"))]
+    assert len(errors) == 1 and errors[0].startswith("a3c.py: error: "), p.stderr
     for n in needles:
         assert n in errors[0], errors[0]
 
 
-def test_bad_inputs(tmp_path):
-    _one_line_error(run_a3c("--env", "Breakout-v9", cwd=tmp_path), "unknown env id", "did you mean")
-    _one_line_error(run_a3c("--env", "Pendulum-v1", cwd=tmp_path), "continuous action space")
-    _one_line_error(run_a3c("--env", "CartPole-v1", "--threads", "0", cwd=tmp_path), "--threads")
-    _one_line_error(run_a3c("--play", str(tmp_path / "nothing"), cwd=tmp_path), "no checkpoint")
-    _one_line_error(run_a3c("--env", "CartPole-v1", "--resume", "--checkpoint-dir", str(tmp_path / "none"),
-                            cwd=tmp_path), "no checkpoint")
-    ck = str(tmp_path / "ck")
-    p = run_a3c("--env", "CartPole-v1", "--threads", "1", "--max-steps", "50", "--checkpoint-dir", ck,
-                "--logdir", str(tmp_path / "runs"), cwd=tmp_path)
-    assert p.returncode == 0, p.stderr[-2000:]
-    _one_line_error(run_a3c("--play", ck, "--env", "Acrobot-v1", cwd=tmp_path), "is for CartPole-v1")
-    _one_line_error(run_a3c("--env", "Acrobot-v1", "--resume", "--checkpoint-dir", ck, cwd=tmp_path),
-                    "is for CartPole-v1")
+def _main_error(capsys, *argv):
+    """a3c.main in this process: exit status 2 and exactly one error line."""
+    with pytest.raises(SystemExit) as e:
+        a3c.main(list(argv))
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("a3c.py: error: "), err
+    return err[0]
 
 
-def test_memn2n_ctrl_c_saves_and_exits(gen_dir, tmp_path):
-    import signal
-    save = tmp_path / "model"
-    p = subprocess.Popen([sys.executable, os.path.join(HERE, "memn2n.py"), "--task", "1", "--data-dir", gen_dir,
-                          "--epochs", "1000", "--save", str(save), "--logdir", str(tmp_path)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    for line in p.stdout:                                  # wait until training is under way
-        if line.startswith("epoch=3 "):
-            break
-    p.send_signal(signal.SIGINT)
-    _, err = p.communicate(timeout=120)
-    assert p.returncode == 130, err
-    assert "interrupted: saved the current model to" in err and "Traceback" not in err
-    assert (save / "config.json").is_file() and any(f.startswith("model") for f in os.listdir(save))
+@pytest.mark.parametrize("argv,needle", [
+    (["--env", "Breakout-v9"], "did you mean"),
+    (["--env", "Pendulum-v1"], "continuous action space"),
+    (["--env", "FrozenLake-v1"], "observation space"),
+    (["--env", "Blackjack-v1"], "observation space"),
+    (["--env", "Breakout-v0", "--vector-env"], "fixed frameskip"),
+    (["--env", "CartPole-v1", "--vector-env"], "Atari ids only"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--t-max", "0"], "--t-max must be >= 1"),
+    (["--max-steps", "0"], "--max-steps must be >= 1"),
+    (["--rms-eps", "0"], "--rms-eps must be > 0"),
+    (["--eval-episodes", "0"], "--eval-episodes must be >= 1"),
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--lr", "-0.001"], "--lr must be > 0"),
+    (["--gamma", "1.5"], "--gamma must be in [0, 1]"),
+    (["--log-interval", "0"], "--log-interval must be >= 0.1"),
+    (["--episodes", "0"], "--episodes must be >= 1"),
+    (["--eval-every", "-5"], "--eval-every must be >= 0"),
+    (["--threads", "two"], "invalid int value"),
+    (["--lstm", "--partial-run"], "--partial-run is for the feed-forward network"),
+    (["--job-name", "worker", "--ps-hosts", "localhost:2222", "--worker-hosts", "localhost:2223"], "--task-index must be 0..0"),
+    (["--job-name", "worker", "--task-index", "3", "--ps-hosts", "a:1", "--worker-hosts", "a:2,a:3"], "--task-index must be 0..1"),
+    (["--job-name", "ps", "--task-index", "0", "--ps-hosts", "nohost", "--worker-hosts", "a:2"], "'nohost' is not host:port"),
+    (["--job-name", "worker", "--task-index", "0", "--ps-hosts", "a:1"], "--worker-hosts is required"),
+    (["--workers", "2", "--job-name", "ps"], "--workers launches its own cluster"),
+])
+def test_bad_flags_one_line(capsys, tmp_path, argv, needle):
+    msg = _main_error(capsys, *argv, "--checkpoint-dir", str(tmp_path / "ck"), "--logdir", str(tmp_path / "tb"))
+    assert needle in msg, msg
+    assert not (tmp_path / "ck" / "latest.json").exists()
 
 
-def test_a3c_ctrl_c_saves_checkpoint_and_exits(tmp_path):
-    import signal
+def test_checkpoints_never_destroy_and_broken_ones_fail_in_one_line(tmp_path, capsys):
     ck = tmp_path / "ck"
-    p = subprocess.Popen([sys.executable, os.path.join(HERE, "a3c.py"), "--env", "CartPole-v1", "--threads", "2",
-                          "--max-steps", "10000000", "--log-interval", "1", "--checkpoint-dir", str(ck),
-                          "--logdir", str(tmp_path / "runs")],
+    run = ["--env", "CartPole-v1", "--threads", "1", "--max-steps", "200", "--eval-every", "0",
+           "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb")]
+    assert a3c.main(run) == 0
+    (ck / "step-999").mkdir()                               # somebody else's files in the same folder
+    (ck / "step-999" / "thesis.txt").write_text("keep me")
+    (ck / "notes.txt").write_text("keep me too")
+    before = (ck / "latest.json").read_text()
+    assert "--resume" in _main_error(capsys, *run)        # the same command again: refused, nothing touched
+    assert (ck / "latest.json").read_text() == before
+    assert a3c.main(run + ["--resume", "--max-steps", "400"]) == 0
+    assert a3c.main(run + ["--overwrite"]) == 0
+    assert (ck / "step-999" / "thesis.txt").read_text() == "keep me" and (ck / "notes.txt").exists()
+    assert json.loads((ck / "latest.json").read_text())["T"] <= 205
+    assert "is for CartPole-v1" in _main_error(capsys, "--play", str(ck), "--env", "Acrobot-v1")
+    assert "is for CartPole-v1" in _main_error(capsys, *run[2:], "--env", "Acrobot-v1", "--resume")
+    assert "holds a feed-forward network" in _main_error(capsys, *run, "--lstm", "--resume")
+    assert "no checkpoint in" in _main_error(capsys, "--play", str(tmp_path / "nothing"))
+    latest = json.loads((ck / "latest.json").read_text())
+    model = ck / latest["dir"]
+    for text, needle in [("{not json", "unreadable or incomplete"), ("", "unreadable or incomplete"),
+                         ('{"env": "CartPole-v1"}', "unreadable or incomplete"),
+                         (json.dumps(dict(latest, dir="../../etc")), "not a saved model inside"),
+                         (json.dumps(dict(latest, dir="step-999")), "not a saved model inside")]:
+        (ck / "latest.json").write_text(text)
+        assert needle in _main_error(capsys, "--play", str(ck))
+    (ck / "latest.json").write_text(json.dumps(latest))
+    data = [f for f in model.iterdir() if f.name.startswith("model.data")][0]
+    data.write_bytes(data.read_bytes()[:100])               # truncated model file
+    assert "cannot restore" in _main_error(capsys, "--play", str(ck))
+
+
+def test_unwritable_outputs_found_before_training(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert "--checkpoint-dir" in _main_error(capsys, "--env", "CartPole-v1", "--checkpoint-dir", str(blocker / "ck"),
+                                             "--logdir", str(tmp_path / "tb"))
+    assert "--logdir" in _main_error(capsys, "--env", "CartPole-v1", "--checkpoint-dir", str(tmp_path / "ck"),
+                                     "--logdir", str(blocker / "tb"))
+
+
+def test_failed_saves_warn_and_never_kill_the_run(tmp_path):
+    """The checkpoint folder disappears under a running job: periodic saves warn, training goes on,
+    the final save says so and the run exits 1 (not SIGABRT)."""
+    ck = tmp_path / "ck"
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "a3c.py"), "--env", "CartPole-v1", "--threads", "1",
+                          "--max-steps", "3000", "--eval-every", "0", "--log-interval", "0.2", "--save-interval", "0.1",
+                          "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb")],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    for line in p.stdout:                                  # wait until the threads are training
-        if line.startswith("global_step=") and int(line.split()[0].split("=")[1]) > 0:
+    for line in p.stdout:
+        if line.startswith("global_step="):
             break
-    p.send_signal(signal.SIGINT)
+    ck.rename(tmp_path / "moved")
+    ck.write_text("now a file")                             # saving under it fails
     out, err = p.communicate(timeout=120)
-    assert p.returncode == 0, err[-2000:]
-    assert "interrupted: saving checkpoint" in err and "Traceback" not in err
-    res = result(out)
-    assert int(res["global_step"]) > 0
-    with open(ck / "latest.json") as f:
-        assert f'"T": {res["global_step"]}' in f.read()   # the checkpoint holds the last step T
+    assert p.returncode == 1 and "Traceback" not in err, err[-2000:]
+    assert "a3c.py: warning: checkpoint not saved" in err and "final checkpoint could not be written" in err
+    assert int(result(out)["global_step"]) >= 3000          # training finished regardless
+
+
+# ---------------------------------------------------------------- cluster mode on localhost
+def _alive(marker):
+    return subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0
+
+
+def test_cluster_localhost_trains_checkpoints_and_leaves_nothing(tmp_path):
+    ck = tmp_path / "ck"
+    p = run_a3c("--env", "CartPole-v1", "--workers", "2", "--threads", "1", "--max-steps", "3000", "--seed", "1",
+                "--eval-every", "0", "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb"), cwd=tmp_path)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    last = p.stdout.strip().splitlines()[-1]
+    assert last.startswith("RESULT env=CartPole-v1 global_step="), last
+    assert int(result(p.stdout)["global_step"]) >= 3000
+    w1 = [ln for ln in p.stdout.splitlines() if ln.startswith("[worker 1] RESULT worker=1 ")]
+    assert w1 and int(w1[0].split("fps=")[1].split()[0]) > 0   # worker 1 stepped too: T grew from both
+    assert json.loads((ck / "latest.json").read_text())["T"] >= 3000
+    assert not _alive(str(ck))                              # no ps or worker left running
+
+
+def test_cluster_worker_death_stops_the_run(tmp_path):
+    import signal
+    import time
+    ck = tmp_path / "ck"
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "a3c.py"), "--env", "CartPole-v1", "--workers", "2",
+                          "--threads", "1", "--log-interval", "0.5", "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    for line in p.stdout:
+        if line.startswith("[worker 1] global_step="):
+            break
+    pid = subprocess.run(["pgrep", "-f", f"{ck} .*--task-index 1"], capture_output=True, text=True).stdout.split()
+    os.kill(int(pid[0]), signal.SIGKILL)
+    t0 = time.time()
+    out, err = p.communicate(timeout=120)
+    assert time.time() - t0 < 60
+    _one_line_error(subprocess.CompletedProcess([], p.returncode, out, err), "worker 1 exited with status -9")
+    assert not _alive(str(ck))

@@ -1,0 +1,237 @@
+"""Machinery for a3c.py that is not the algorithm: one-line errors, checkpoints, TensorBoard
+scalars, video, and the launcher that runs a parameter-server cluster on this machine.
+
+Nothing here changes what A3C computes; a3c.py reads top to bottom without it."""
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """TF 2.21 prints C++ start-up lines (oneDNN, no CUDA driver) before any log level applies:
+    hide file descriptor 2 while it loads, so that a bad flag still gets one line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def die(msg, code=2):
+    """Bad input or an unrecoverable state: one line on stderr, no traceback."""
+    print(f"a3c.py: error: {msg}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def warn(msg):
+    print(f"a3c.py: warning: {msg}", file=sys.stderr, flush=True)
+
+
+def first_line(e):
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+
+
+# ---------------------------------------------------------------- checkpoints
+# <dir>/step-<T>/model.*  +  <dir>/latest.json (env, obs shape, actions, network, T, dir).
+def writable_dir(path, flag):
+    """Create `path` if needed and prove we can write there, before any training is done."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as e:
+        die(f"{flag} {path} is not a writable folder ({e.strerror}); choose another {flag}")
+
+
+def save(tf_saver_save, ckpt_dir, meta, mine):
+    """Atomic: write a temp dir, rename it to step-<T>, swap latest.json, then delete the step dir
+    this run wrote before (`mine`). Nothing this run did not write is touched or replaced."""
+    name = f"step-{meta['T']}"
+    if name not in mine and os.path.exists(os.path.join(ckpt_dir, name)):  # not ours: leave it alone
+        name = f"step-{meta['T']}-{time.time_ns()}"
+    if name not in mine:
+        tmp = tempfile.mkdtemp(prefix=".tmp-", dir=ckpt_dir)
+        try:
+            tf_saver_save(os.path.join(tmp, "model"))
+            os.replace(tmp, os.path.join(ckpt_dir, name))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    latest_tmp = os.path.join(ckpt_dir, f".latest-{os.getpid()}.tmp")
+    with open(latest_tmp, "w") as f:
+        json.dump(dict(meta, dir=name), f)
+    os.replace(latest_tmp, os.path.join(ckpt_dir, "latest.json"))
+    for old in [d for d in mine if d != name]:
+        shutil.rmtree(os.path.join(ckpt_dir, old), ignore_errors=True)
+    mine[:] = [name]
+
+
+def load_meta(ckpt_dir):
+    """latest.json of a checkpoint dir, checked; a one-line error for anything missing or broken."""
+    path = os.path.join(ckpt_dir, "latest.json")
+    if not os.path.isfile(path):
+        die(f"no checkpoint in {ckpt_dir} (latest.json missing); train one first or check the path")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+        ok = isinstance(meta, dict) and all(k in meta for k in ("env", "obs_shape", "n_actions", "T", "dir", "lstm"))
+    except (OSError, ValueError):
+        ok = False
+    if not ok:
+        die(f"{path} is unreadable or incomplete; restore it from a backup, or start afresh with --overwrite")
+    model_dir = os.path.realpath(os.path.join(ckpt_dir, str(meta["dir"])))
+    if os.path.dirname(model_dir) != os.path.realpath(ckpt_dir) or not os.path.isfile(os.path.join(model_dir, "model.index")):
+        die(f"{path} points to {meta['dir']!r}, which is not a saved model inside {ckpt_dir}")
+    meta["model"] = os.path.join(model_dir, "model")
+    return meta
+
+
+def check_meta(meta, ckpt_dir, env_id, obs_shape, n_actions, lstm):
+    if meta["env"] != env_id or tuple(meta["obs_shape"]) != tuple(obs_shape) or meta["n_actions"] != n_actions:
+        die(f"checkpoint {ckpt_dir} is for {meta['env']} (obs {tuple(meta['obs_shape'])}, {meta['n_actions']} "
+            f"actions), not {env_id}")
+    if meta["lstm"] != lstm:
+        die(f"checkpoint {ckpt_dir} holds {'an LSTM' if meta['lstm'] else 'a feed-forward'} network; "
+            f"{'add' if meta['lstm'] else 'drop'} --lstm")
+
+
+# ---------------------------------------------------------------- logging
+def summary(tf, writer, tag, value, step):
+    writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag=tag, simple_value=float(value))]), step)
+
+
+def fmt_time(s):
+    if s != s or s == float("inf"):
+        return "?"
+    s = max(0, int(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def open_video(path, env, env_id):
+    """--record: prove the file can be written before playing (OpenCV fails silently otherwise)."""
+    import cv2
+    try:
+        env.reset()
+        frame = env.render()
+    except Exception as e:  # noqa: BLE001 -- classic control renders with pygame, an optional install
+        die(f"--record cannot render {env_id}: {first_line(e)}")
+    video = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 15, (frame.shape[1], frame.shape[0]))
+    if not video.isOpened():
+        die(f"--record cannot write {path}: not a writable path, or not a video type OpenCV encodes (use .mp4)")
+    return video
+
+
+# ---------------------------------------------------------------- cluster flags and the local launcher
+def parse_hosts(text, flag):
+    hosts = [h.strip() for h in (text or "").split(",") if h.strip()]
+    for h in hosts:
+        host, _, port = h.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            die(f"{flag}: {h!r} is not host:port (e.g. 10.0.0.2:2222)")
+    if not hosts:
+        die(f"{flag} is required with --job-name (host:port[,host:port...])")
+    return hosts
+
+
+def free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _strip(argv, flag):
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = True
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
+
+
+def _die_with_parent():
+    try:  # Linux: children die with the launcher even if it is killed with SIGKILL (no orphans)
+        import ctypes
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def launch_local(script, argv, n_workers):
+    """--workers N: a ps and N workers on free localhost ports, logs prefixed, all stopped together.
+    The ps has no shutdown: it runs until this launcher kills it, after the chief's last save."""
+    ps_port, *worker_ports = free_ports(n_workers + 1)
+    common = [sys.executable, script, *_strip(argv, "--workers"), "--ps-hosts", f"localhost:{ps_port}",
+              "--worker-hosts", ",".join(f"localhost:{p}" for p in worker_ports)]
+    names = ["ps"] + [f"worker {i}" for i in range(n_workers)]
+    procs, result = {}, []
+    for name in names:                                     # own session: the terminal's Ctrl-C reaches us only
+        job, i = ("ps", 0) if name == "ps" else ("worker", int(name.split()[1]))
+        procs[name] = subprocess.Popen(common + ["--job-name", job, "--task-index", str(i)], stdout=subprocess.PIPE,
+                                       stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                       preexec_fn=_die_with_parent)
+    last_line = {n: "" for n in names}
+
+    def stream(name):
+        for line in procs[name].stdout:
+            if line.startswith("RESULT ") and name == "worker 0":
+                result.append(line.rstrip("\n"))
+            if line.strip():
+                last_line[name] = line.strip()
+            print(f"[{name}] {line}", end="", flush=True)
+
+    readers = [threading.Thread(target=stream, args=(n,), daemon=True) for n in names]
+    for r in readers:
+        r.start()
+    workers = [procs[n] for n in names[1:]]
+    failed = None
+    try:
+        while any(p.poll() is None for p in workers):
+            for name in names:
+                code = procs[name].poll()
+                if code not in (None, 0) or (name == "ps" and code is not None):
+                    failed = failed or f"{name} exited with status {code}: {last_line[name][:200]}"
+            if failed:
+                break
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        failed = "interrupted"
+    for p in workers:                                      # the chief saves a checkpoint on SIGTERM
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    deadline = time.time() + 120
+    for p in workers:
+        try:
+            p.wait(max(1.0, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+    procs["ps"].kill()
+    procs["ps"].wait()
+    for r in readers:
+        r.join(5)
+    if failed == "interrupted":
+        print("interrupted: the chief saved a checkpoint", file=sys.stderr, flush=True)
+        return 0
+    if failed or any(p.returncode != 0 for p in workers):
+        die(failed or "a worker failed (see its log above)", 1)
+    if result:
+        print(result[-1], flush=True)                      # the chief's RESULT line, last
+    return 0
