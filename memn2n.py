@@ -292,13 +292,16 @@ def build_graph(cfg, vocab_size, sentence_size, mem_slots):
         H = tf.get_variable("H", [d, d], initializer=normal)
         nil_vars = [A[0], C[0], B]
 
-    pe = tf.constant(position_encoding(S, d, cfg.pe_formula) if cfg.pe else
-                     np.ones((S + 1, S, d), np.float32))
+    pe = position_encoding(S, d, cfg.pe_formula) if cfg.pe else np.ones((S + 1, S, d), np.float32)
+    # only the paper's l_j depends on the sentence's own length J; with the code's formula (or
+    # none) one row serves every sentence, since the words past J are nil, with zero embedding
+    by_length = cfg.pe and cfg.pe_formula == "paper"
+    pe = tf.constant(pe if by_length else pe[S])                   # [S + 1, S, d] or [S, d]
 
     def encode(E, x):
         """sum_j l_j * A x_ij: [..., S] word ids -> [..., d] (position encoding, Sec. 4.1)."""
-        J = tf.reduce_sum(tf.cast(x > 0, tf.int32), -1)           # words in each sentence
-        return tf.reduce_sum(tf.nn.embedding_lookup(E, x) * tf.gather(pe, J), -2)
+        l = tf.gather(pe, tf.reduce_sum(tf.cast(x > 0, tf.int32), -1)) if by_length else pe  # l_j of J words
+        return tf.reduce_sum(tf.nn.embedding_lookup(E, x) * l, -2)
 
     mask = tf.cast(tf.reduce_any(sentences > 0, -1), tf.float32)   # [b, M], 1 where a sentence is
     te = float(cfg.te)
