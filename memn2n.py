@@ -907,6 +907,8 @@ def resolve_load(cfg):
                             f"{','.join(map(str, present)) or 'none'}")
         for t in tasks:
             read_model(os.path.join(cfg.load, f"task{t}"))
+        if len(tasks) == 1:                                        # one of them: load it as one model
+            cfg.load = os.path.join(cfg.load, f"task{tasks[0]}")
         return finish_args(cfg, tasks)
     _, meta = read_model(cfg.load)
     if cfg.tasks and cfg.tasks != meta["tasks"]:
