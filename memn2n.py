@@ -454,9 +454,9 @@ def predict(sess, model, folder, members, split, V, fetch_attention=False):
 
 def print_attention(lines, support, attention):
     """The paper's Figure 2 as text: each memory line, oldest first, with p_i of every hop."""
-    print(" " * 49 + "".join(f"hop{k + 1:<3}" for k in range(len(attention))))
+    print((" " * 49 + "".join(f"hop{k + 1:<3}" for k in range(len(attention)))).rstrip())
     for s, text in enumerate(lines):
-        print(f" {'*' if s in support else ' '} {text[:44]:<46}" + "".join(f"{p[s]:<6.2f}" for p in attention))
+        print((f" {'*' if s in support else ' '} {text[:44]:<46}" + "".join(f"{p[s]:<6.2f}" for p in attention)).rstrip())
 
 
 def show_attention(data, n_show, a_hat, prediction, attention):
