@@ -27,7 +27,7 @@ import signal
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 
 import numpy as np
 
@@ -51,7 +51,7 @@ class Parser(argparse.ArgumentParser):
         raise ArgumentError(f"{message}; see --help")
 
 
-# flag: (lowest, highest) for the integer flags; None = no default given on the command line
+# the range of every integer flag, (lowest, highest)
 INT_RANGES = {"hops": (1, 10), "embedding_size": (1, 1000), "mem_size": (1, 1000), "ls_epochs": (0, 10000),
               "epochs": (1, 10000), "anneal_every": (1, 10000), "batch_size": (1, 100000), "runs": (1, 100),
               "seed": (0, 2 ** 31 - 101), "show": (0, 1000), "log_every": (1, 10000), "jobs": (1, 256)}
@@ -189,8 +189,9 @@ class Data:
         longest = max(len(e["story"]) for e in exs)
         self.word_idx = babi_data.build_vocab(*vocab_lists)
         self.sentence_size = max(max([len(s) for s in e["story"]] + [len(e["question"])]) for e in exs)
-        # as few slots as the data needs (the math is the same, it is just faster), plus room
-        # for the random-noise memories, capped at the paper's 50
+        # as many slots as the longest story needs, plus room for the random-noise memories, at
+        # most --mem-size (the official code sizes its memory to the data too; the empty slots
+        # take part in the attention softmax, so this is part of the model)
         self.mem_slots = min(mem_size, longest + int(np.ceil(noise * longest)))
         if saved:  # a loaded model fixes the vocabulary and the array sizes
             unseen = sorted(set(self.word_idx) - set(saved["word_idx"]))
@@ -536,8 +537,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 def run(cfg, tasks, data_dir, run_dir=None, save_dir=None, load_dir=None, prefix=""):
-    """Train (or load) one model on `tasks`; returns ({task: test error in percent}, wall seconds,
-    where the model was saved)."""
+    """Train (or load) one model on `tasks`; returns ({task: test error in percent}, wall seconds)."""
     t0 = time.time()
     folder, saved = read_model(load_dir) if load_dir else (None, None)
     data = Data(tasks, data_dir, cfg.mem_size, cfg.noise if cfg.rn else 0.0, saved)
@@ -555,7 +555,7 @@ def run(cfg, tasks, data_dir, run_dir=None, save_dir=None, load_dir=None, prefix
         if cfg.show:
             show_attention(data, cfg.show, a_hat, prediction, attention)
     except KeyboardInterrupt:
-        raise Interrupted(None if load_dir else save_dir) from None
+        raise Interrupted(None if load_dir else os.path.dirname(folder)) from None
     sess.close()
     return errors, time.time() - t0
 
@@ -577,24 +577,25 @@ def train_and_save(cfg, sess, model, data, meta, run_dir, save_dir, prefix):
                 print(f"{run_prefix}train_error={100 * train_error:.1f} val_error={100 * val_error:.1f}", flush=True)
     except KeyboardInterrupt:
         interrupted = True
-    finally:
+    with SIGNALS.held():                                           # from here on a signal waits
         writer.close()
-    if not runs:  # stopped during the first run: keep what it has learnt so far
-        runs.append(Run(np.nan, np.nan, sess.run(model.params)))
-    if cfg.select == "ensemble":
-        kept = runs
-    else:
-        kept = [min(runs, key=lambda r: r.train_error if cfg.select == "train" else r.val_error)]
-    meta = dict(meta, runs=len(runs), select=cfg.select,
-                members=["model"] if len(kept) == 1 else [f"model-{i + 1}" for i in range(len(kept))])
-    try:
-        folder = save_model(sess, model, save_dir, meta, [r.params for r in kept])
-    except (OSError, tf.errors.OpError) as e:  # say where the model can still be found
-        save_dir = tempfile.mkdtemp(prefix="memn2n-model-")
-        folder = save_model(sess, model, save_dir, meta, [r.params for r in kept])
-        print(f"memn2n.py: error: could not save the model to {e.filename if getattr(e, 'filename', None) else 'the --save folder'} "
-              f"({getattr(e, 'strerror', None) or e}); it was saved to {save_dir} instead", file=sys.stderr, flush=True)
-        SAVE_FAILED.append(save_dir)
+        if not runs:  # stopped during the first run: keep what it has learnt so far
+            runs.append(Run(np.nan, np.nan, sess.run(model.params)))
+        if cfg.select == "ensemble":
+            kept = runs
+        else:
+            kept = [min(runs, key=lambda r: r.train_error if cfg.select == "train" else r.val_error)]
+        meta = dict(meta, runs=len(runs), select=cfg.select,
+                    members=["model"] if len(kept) == 1 else [f"model-{i + 1}" for i in range(len(kept))])
+        try:
+            folder = save_model(sess, model, save_dir, meta, [r.params for r in kept])
+        except (OSError, tf.errors.OpError) as e:  # say where the model can still be found
+            fallback = tempfile.mkdtemp(prefix="memn2n-model-")
+            folder = save_model(sess, model, fallback, meta, [r.params for r in kept])
+            print(f"memn2n.py: error: could not save the model to {save_dir} ({getattr(e, 'strerror', None) or e}); "
+                  f"it was saved to {fallback} instead", file=sys.stderr, flush=True)
+            SAVE_FAILED.append(fallback)
+            save_dir = fallback
     if interrupted or SIGNALS.received:
         raise Interrupted(save_dir)
     return folder, meta
@@ -626,14 +627,23 @@ def read_marker(folder):
     return marker
 
 
+def is_old_layout(folder):
+    """A model saved by earlier versions: config.json and model.* directly in the folder."""
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return (isinstance(meta, dict) and {"word_idx", "sentence_size", "mem_slots", "hops"} <= set(meta)
+            and os.path.isfile(os.path.join(folder, "model.index")))
+
+
 def folder_kind(folder):
     """'model', 'tasks' (a --task all folder), or None if memn2n.py did not write `folder`."""
     marker = read_marker(folder)
     if marker is not None:
         return "tasks" if marker.get("tasks") else "model"
-    if os.path.isfile(os.path.join(folder, "config.json")):   # the layout of earlier versions
-        return "model"
-    return None
+    return "model" if is_old_layout(folder) else None
 
 
 def read_model(folder):
@@ -646,7 +656,7 @@ def read_model(folder):
     if marker is not None and marker.get("tasks"):
         raise DataError(f"{folder} holds one model per task; pass --load {os.path.join(folder, 'task<t>')}")
     if marker is None:
-        if not os.path.isfile(os.path.join(folder, "config.json")):
+        if not is_old_layout(folder):
             raise DataError(f"no checkpoint at {folder} (no {MARKER}); train one with --save DIR")
         sub = folder                                              # the layout of earlier versions
     else:
@@ -688,7 +698,7 @@ def save_model(sess, model, folder, meta, members):
     Signals wait until it is done, so a second Ctrl-C cannot leave half a model."""
     with SIGNALS.held():
         os.makedirs(folder, exist_ok=True)
-        old = read_marker(folder) if os.path.isfile(os.path.join(folder, MARKER)) else None
+        old, old_layout = read_marker(folder), is_old_layout(folder)
         tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
         os.mkdir(tmp)
         try:
@@ -713,7 +723,7 @@ def save_model(sess, model, folder, meta, members):
         # the model it replaces (only ever one memn2n.py wrote: see check_save_dir)
         if old and old.get("model") and old["model"] != sub:
             shutil.rmtree(os.path.join(folder, old["model"]), ignore_errors=True)
-        elif old is None:  # earlier versions' layout: their files directly in the folder
+        elif old_layout:  # earlier versions' layout: their files directly in the folder
             for name in os.listdir(folder):
                 if name in ("config.json", "checkpoint") or re.fullmatch(r"model\.(index|data-\d+-of-\d+)", name):
                     os.remove(os.path.join(folder, name))
@@ -824,6 +834,7 @@ def task_worker(cfg, t, data_dir, run_dir, save_dir, load_dir):
     """One task of several, in a process of its own (it inherits main's environment)."""
     if SIGNALS.received:                                           # the sweep is stopping
         return dict(task=t, status="not started")
+    SAVE_FAILED.clear()
     load_tf(cfg)
     SIGNALS.active = True
     try:
@@ -858,6 +869,7 @@ def run_tasks(cfg, data_dir, run_dir, save_root, load_root):
     futures = {t: pool.submit(task_worker, cfg, t, data_dir, sub(run_dir, t), sub(save_root, t), sub(load_root, t))
                for t in order}
     try:
+        wait(futures.values(), return_when=FIRST_EXCEPTION)
         results = {t: f.result() for t, f in futures.items()}      # re-raises a task's error here
     except BaseException:
         for p in multiprocessing.active_children():               # SIGTERM reaches only us: pass it on
@@ -992,7 +1004,7 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt as e:
         if not isinstance(e, Interrupted):
-            print("memn2n.py: interrupted before training; nothing was saved", file=sys.stderr, flush=True)
+            print("memn2n.py: interrupted; nothing was saved", file=sys.stderr, flush=True)
         return SIGNALS.exit_status()
     finally:
         SIGNALS.uninstall()

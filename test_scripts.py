@@ -622,6 +622,8 @@ def _foreign(path):
 SAVE_REFUSALS = {  # name -> (prepare tmp_path, --save target, extra flags, what the error says)
     "someone's folder": (lambda t: _foreign(t / "d"), "d", [], "was not written by memn2n.py"),
     "someone's folder, --overwrite": (lambda t: _foreign(t / "d"), "d", ["--overwrite"], "--overwrite only replaces"),
+    "someone's config.json, --overwrite": (lambda t: (t / "d").mkdir() or (t / "d" / "config.json").write_text(
+        '{"name": "my project"}'), "d", ["--overwrite"], "was not written by memn2n.py"),
     "a file": (lambda t: (t / "d").write_text("notes"), "d", [], "is a file"),
     "under a file": (lambda t: (t / "f").write_text("notes"), "f/d", [], "cannot write --save"),
     "a memn2n model, no --overwrite": (lambda t: shutil.copytree(TRAINED[0], t / "d"), "d", [], "pass --overwrite"),
@@ -664,6 +666,23 @@ def test_overwrite_replaces_only_its_own_model(trained, tiny_dir, tmp_path, caps
     assert (model / "notes.txt").read_text() == "mine"
     assert (tmp_path / "m.tmp" / "keep").exists() and (tmp_path / "m.old" / "keep").exists()
     assert sorted(os.listdir(model)) == sorted(["memn2n.json", "notes.txt", os.path.basename(new_sub)])
+
+
+def test_model_saved_by_earlier_versions_loads_and_is_replaced(trained, gen_dir, tiny_dir, tmp_path, capsys):
+    sub, meta = memn2n.read_model(trained[0])
+    legacy = tmp_path / "old"                                           # config.json and model.* in the folder
+    shutil.copytree(sub, legacy)
+    meta.pop("members"), meta.pop("joint")
+    (legacy / "config.json").write_text(json.dumps(meta))
+    (legacy / "checkpoint").write_text('model_checkpoint_path: "model"\n')
+    rc, out, err = memn2n_main(capsys, "--data-dir", gen_dir, "--load", legacy)
+    assert rc == 0, err
+    assert result_of(out)["test_acc"] == trained[1]["test_acc"]
+    rc, out, err = memn2n_main(capsys, "--task", 1, "--data-dir", tiny_dir, *TINY, "--save", legacy, "--overwrite",
+                               "--logdir", tmp_path / "runs")
+    assert rc == 0, err
+    new_sub, _ = memn2n.read_model(str(legacy))
+    assert sorted(os.listdir(legacy)) == ["memn2n.json", os.path.basename(new_sub)]
 
 
 @pytest.mark.parametrize("crash_at", ["saver", "config", "pointer"])
