@@ -324,25 +324,26 @@ def build_vocab(*example_lists):
 def vectorize(examples, word_idx, sentence_size, mem_size):
     """Fixed-size int arrays; keeps the `mem_size` most recent sentences of each story.
 
-    Returns S [n, mem_size, sentence_size] with S[:, 0] the MOST RECENT sentence (the paper
-    indexes memories in reverse, Sec. 4.1), Q [n, sentence_size], A [n] answer ids, and
-    L [n] the number of memories used (the rest are nil padding). Words missing from
-    `word_idx` (a loaded model's vocabulary) become the nil word 0, as padding is."""
+    Returns stories [n, mem_size, sentence_size] with stories[:, 0] the MOST RECENT sentence
+    (the paper indexes memories in reverse, Sec. 4.1), questions [n, sentence_size], answers
+    [n] word ids, and lengths [n], the number of memories used (the rest are nil padding).
+    Each sentence's words come first, then nil. Words missing from `word_idx` (a loaded
+    model's vocabulary) are left out, as if they were the nil word; such an answer is 0."""
     n = len(examples)
-    S = np.zeros((n, mem_size, sentence_size), np.int32)
-    Q = np.zeros((n, sentence_size), np.int32)
-    A = np.zeros(n, np.int32)
-    L = np.zeros(n, np.int32)
+    stories = np.zeros((n, mem_size, sentence_size), np.int32)
+    questions = np.zeros((n, sentence_size), np.int32)
+    answers = np.zeros(n, np.int32)
+    lengths = np.zeros(n, np.int32)
     for i, ex in enumerate(examples):
         recent = ex["story"][::-1][:mem_size]  # newest first, truncated to the memory size
         for slot, sentence in enumerate(recent):
-            ids = [word_idx.get(w, 0) for w in sentence][:sentence_size]
-            S[i, slot, :len(ids)] = ids
-        q = [word_idx.get(w, 0) for w in ex["question"]][:sentence_size]
-        Q[i, :len(q)] = q
-        A[i] = word_idx.get(ex["answer"], 0)
-        L[i] = len(recent)
-    return S, Q, A, L
+            ids = [word_idx[w] for w in sentence if w in word_idx][:sentence_size]
+            stories[i, slot, :len(ids)] = ids
+        q = [word_idx[w] for w in ex["question"] if w in word_idx][:sentence_size]
+        questions[i, :len(q)] = q
+        answers[i] = word_idx.get(ex["answer"], 0)
+        lengths[i] = len(recent)
+    return stories, questions, answers, lengths
 
 
 # --------------------------------------------------------------------------- command line

@@ -196,8 +196,8 @@ class Data:
         if saved:  # a loaded model fixes the vocabulary and the array sizes
             unseen = sorted(set(self.word_idx) - set(saved["word_idx"]))
             if unseen:
-                warn(f"{len(unseen)} words of the data are not in the model's vocabulary and count as the nil "
-                     f"word: {' '.join(unseen[:10])}{' ...' if len(unseen) > 10 else ''}")
+                warn(f"{len(unseen)} words of the data are not in the model's vocabulary and are left out: "
+                     f"{' '.join(unseen[:10])}{' ...' if len(unseen) > 10 else ''}")
             self.word_idx, self.sentence_size, self.mem_slots = (
                 saved["word_idx"], saved["sentence_size"], saved["mem_slots"])
         self.vocab_size = len(self.word_idx) + 1                   # V, with the nil word 0
@@ -486,7 +486,8 @@ def ask(cfg):
     word_idx, S, M = meta["word_idx"], meta["sentence_size"], meta["mem_slots"]
     words = {w for ex in examples for s in ex["story"] + [ex["question"]] for w in s}
     if words - set(word_idx):
-        warn(f"words the model never saw are ignored, as the nil word is: {' '.join(sorted(words - set(word_idx)))}")
+        warn(f"words the model never saw are left out, as if they were the nil word: "
+             f"{' '.join(sorted(words - set(word_idx)))}")
     long = [str(i + 1) for i, ex in enumerate(examples) if len(ex["story"]) > M]
     if long:
         warn(f"the model's memory holds {M} sentences: for question {', '.join(long)} only the {M} most "
