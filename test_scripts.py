@@ -405,8 +405,8 @@ def test_every_variant_trains_saves_and_reports(variant, tiny_dir, tmp_path, cap
 
 
 @pytest.mark.parametrize("select", ["train", "val"])
-def test_select_keeps_the_run_with_the_lowest_error(select, tiny_dir, tmp_path, capsys):
-    rc, out, err = memn2n_main(capsys, "--task", 1, "--data-dir", tiny_dir, *TINY, "--runs", 3, "--select", select,
+def test_select_keeps_the_run_with_the_lowest_error(select, gen_dir, tmp_path, capsys):
+    rc, out, err = memn2n_main(capsys, "--task", 1, "--data-dir", gen_dir, *TINY, "--runs", 3, "--select", select,
                                "--save", tmp_path / "m", "--logdir", tmp_path)
     assert rc == 0, err
     rows = re.findall(r"^run=\d train_error=([\d.]+) val_error=([\d.]+)$", out, re.M)
@@ -414,7 +414,7 @@ def test_select_keeps_the_run_with_the_lowest_error(select, tiny_dir, tmp_path, 
     assert len(printed) == 3 and len(set(printed)) > 1, out             # the runs differ
     sub, meta = memn2n.read_model(str(tmp_path / "m"))
     cfg = memn2n.finish_args(memn2n.parse_args([]), [1])
-    data = memn2n.Data([1], tiny_dir, cfg.mem_size, cfg.noise, meta)
+    data = memn2n.Data([1], gen_dir, cfg.mem_size, cfg.noise, meta)
     sess, model, V = memn2n.open_model(cfg, meta)
     memn2n.restore(sess, model, sub, "model")
     split = data.splits[select]
