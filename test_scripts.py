@@ -703,6 +703,24 @@ def test_model_saved_by_earlier_versions_loads_and_is_replaced(trained, gen_dir,
     assert sorted(os.listdir(legacy)) == ["memn2n.json", os.path.basename(new_sub)]
 
 
+def test_failed_final_save_says_where_the_model_went(tiny_dir, tmp_path, capsys, monkeypatch):
+    real, calls = memn2n.save_model, []
+
+    def disk_full_once(sess, model, folder, *a):
+        calls.append(folder)
+        if len(calls) == 1:
+            raise OSError(28, "No space left on device")
+        return real(sess, model, folder, *a)
+    monkeypatch.setattr(memn2n, "save_model", disk_full_once)
+    rc, out, err = memn2n_main(capsys, "--task", 1, "--data-dir", tiny_dir, *TINY, "--save", tmp_path / "m",
+                               "--logdir", tmp_path / "runs")
+    assert_one_line_error(rc, err, f"could not save the model to {tmp_path / 'm'} (No space left on device)",
+                          f"it was saved to {calls[1]} instead", status=1)
+    assert "RESULT task=1" in out                                        # and it was still evaluated
+    memn2n.read_model(calls[1])
+    shutil.rmtree(calls[1])
+
+
 @pytest.mark.parametrize("crash_at", ["saver", "config", "pointer"])
 def test_crashed_save_keeps_old_model_and_no_temp_folder(crash_at, trained, tmp_path, monkeypatch):
     folder = tmp_path / "m"
