@@ -198,8 +198,8 @@ def decode_lines(raw, name):
         return raw.decode("utf-8").splitlines()
     except UnicodeDecodeError as e:
         lineno = raw[:e.start].count(b"\n") + 1
-        raise DataError(f"{name}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x}); the bAbI files "
-                        f"are plain text, check that this is one of them") from None
+        raise DataError(f"{name}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x}); pass a plain text "
+                        f"file (the bAbI files are UTF-8)") from None
 
 
 def _words(text, where):

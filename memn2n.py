@@ -480,7 +480,8 @@ def ask(cfg):
     name = "stdin" if cfg.ask == "-" else cfg.ask
     lines = (babi_data.decode_lines(sys.stdin.buffer.read(), name) if cfg.ask == "-"
              else babi_data.read_lines(cfg.ask))
-    examples = babi_data.parse_user_story(lines, name)
+    examples = babi_data.parse_user_story(lines, name)                # a bad story fails before TF loads
+    load_tf(cfg)
     sess, model, V = open_model(cfg, meta)
     restore(sess, model, folder, meta["members"][0])               # a damaged model fails here, first
     word_idx, S, M = meta["word_idx"], meta["sentence_size"], meta["mem_slots"]
@@ -958,8 +959,6 @@ def main(argv=None):
     try:
         cfg = parse_args(argv)
         if cfg.ask:                                                # needs the model, not the data
-            read_model(cfg.load)
-            load_tf(cfg)
             ask(cfg)
             return 0
         if cfg.load:
