@@ -806,9 +806,9 @@ def test_signal_saves_model_and_exits(sig, ignored, status, gen_dir, tmp_path):
 @pytest.mark.parametrize("sig,ignored,status", [(signal.SIGTERM, False, 143), (signal.SIGINT, True, 130)])
 def test_signal_stops_every_task_and_says_which_saved(sig, ignored, status, tiny_dir, tmp_path):
     save = tmp_path / "tasks"
-    p = _start(["--task", "1,2,3", "--jobs", 2, "--data-dir", tiny_dir, "--epochs", 10000, "--log-every", 1,
+    p = _start(["--task", "all", "--jobs", 2, "--data-dir", tiny_dir, "--epochs", 10000, "--log-every", 1,
                 "--save", save, "--logdir", tmp_path, "--no-xla"], ignore_sigint=ignored)
-    _wait_for(p, r"task=(\d+) epoch=", count=2)                          # two tasks training, one waiting
+    _wait_for(p, r"task=(\d+) epoch=", count=2)                          # two tasks training, 18 waiting
     t0 = time.time()
     p.send_signal(sig)                                                   # to the main process only
     _, err = p.communicate(timeout=120)
@@ -817,6 +817,7 @@ def test_signal_stops_every_task_and_says_which_saved(sig, ignored, status, tiny
                           status=status)
     saved = re.findall(r"(\d+) \(([^)]*)\)", err.split("saved what they had trained:")[1])
     assert len(saved) == 2 and all(memn2n.read_model(path) for _, path in saved)
+    assert len(err.split("stopped without a model: ")[1].split()) == 18
     assert sorted(os.listdir(save)) == sorted(["memn2n.json"] + [f"task{t}" for t, _ in saved])
 
 
