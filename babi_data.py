@@ -12,9 +12,11 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import sys
 import tarfile
 import tempfile
+import time
 import urllib.error
 import urllib.request
 
@@ -30,7 +32,351 @@ TASK_NAMES = {1: "single-supporting-fact", 2: "two-supporting-facts", 3: "three-
               14: "time-reasoning", 15: "basic-deduction", 16: "basic-induction",
               17: "positional-reasoning", 18: "size-reasoning", 19: "path-finding",
               20: "agents-motivations"}
-# SHA-256 of every file we extract (the archive's `en` folder, v1.2). Verifying the content,
+MAX_WORDS = 100                   # per sentence (bAbI's longest has 11): the arrays grow with it
+DEADLINE_S = 600                  # the whole download, however slowly the server sends
+MAX_ARCHIVE_BYTES = 64 * 2 ** 20  # the v1.2 archive is about 15 MB
+MAX_FILE_BYTES = 8 * 2 ** 20      # each extracted file (the largest `en` file is 0.5 MB)
+
+
+class DataError(Exception):
+    """A problem with the data that the user can fix; printed as one line, no traceback."""
+
+
+HOW_TO_GET = (f"pass --data-dir pointing at an extracted tasks_1-20_v1-2/en (or en-10k) folder, "
+              f"or set BABI_DIR; the archive is at {URL}")
+
+
+# --------------------------------------------------------------------------- download + cache
+def _safe_members(tar, prefix, manifest):
+    """The members named in `manifest` under `prefix`; refuse the whole archive if any member
+    could escape the folder it is extracted into. Files the manifest does not list are skipped."""
+    keep = []
+    for m in tar.getmembers():
+        parts = m.name.replace("\\", "/").split("/")
+        if m.name.startswith("/") or ".." in parts or m.issym() or m.islnk() or m.isdev():
+            raise DataError(f"unsafe member {m.name!r} in the archive (absolute path, '..' or link): "
+                            f"refusing to extract; nothing was kept")
+        if m.isfile() and m.name.startswith(prefix + "/") and m.name[len(prefix) + 1:] in manifest:
+            if m.size > MAX_FILE_BYTES:
+                raise DataError(f"{m.name} in the archive is {m.size} bytes, more than the "
+                                f"{MAX_FILE_BYTES} a bAbI file can be; nothing was kept")
+            keep.append(m)
+    return keep
+
+
+def _remove_stale_partials(cache_dir, deadline_s):
+    """A download killed before its cleanup leaves a .partial-* folder; one that nothing has
+    touched for longer than a download may take is dead (a live one is younger) and goes."""
+    for name in os.listdir(cache_dir):
+        path = os.path.join(cache_dir, name)
+        if not name.startswith(".partial-") or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        newest = os.path.getmtime(path)
+        for root, dirs, files in os.walk(path):
+            for f in dirs + files:
+                newest = max(newest, os.lstat(os.path.join(root, f)).st_mtime)
+        if time.time() - newest > deadline_s + 60:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _fetch(url, dest, timeout, deadline_s, max_bytes):
+    """Stream `url` into `dest`, giving up after `deadline_s` in all or past `max_bytes`."""
+    give_up = time.monotonic() + deadline_s
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r, open(dest, "wb") as f:
+            size = int(r.headers.get("Content-Length") or 0)
+            if size > max_bytes:
+                raise DataError(f"the download from {url} would be {size} bytes, more than the "
+                                f"{max_bytes} the bAbI archive can be; nothing was kept")
+            got = 0
+            while True:
+                if time.monotonic() > give_up:
+                    raise DataError(f"the download from {url} took longer than {deadline_s:g} s "
+                                    f"({got} bytes so far); nothing was kept. {HOW_TO_GET}")
+                chunk = r.read1(1 << 16)  # returns what has arrived: a trickle cannot pass the deadline
+                if not chunk:
+                    return
+                got += len(chunk)
+                if got > max_bytes:
+                    raise DataError(f"the download from {url} passed {max_bytes} bytes, more than "
+                                    f"the bAbI archive can be; nothing was kept")
+                f.write(chunk)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise DataError(f"cannot download the bAbI data from {url} ({getattr(e, 'reason', e)}); "
+                        f"no network? {HOW_TO_GET}") from None
+
+
+def download(url=URL, cache_dir=CACHE_DIR, manifest=None, prefix=ARCHIVE_DIR, timeout=60,
+             deadline_s=DEADLINE_S, max_bytes=MAX_ARCHIVE_BYTES):
+    """Fetch the archive, extract the files `manifest` lists under `prefix`, verify them and move
+    the folder into place atomically.
+
+    Everything happens in a temporary folder inside `cache_dir`; only a complete, verified
+    folder is renamed into place, so a failed or interrupted download leaves nothing behind."""
+    manifest = EN_SHA256 if manifest is None else manifest
+    final = os.path.join(cache_dir, prefix)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        _remove_stale_partials(cache_dir, deadline_s)
+        tmp = tempfile.mkdtemp(prefix=".partial-", dir=cache_dir)
+    except OSError as e:
+        raise DataError(f"cannot write the download cache {cache_dir} ({e.strerror or e}); set "
+                        f"XDG_CACHE_HOME to a writable folder, or {HOW_TO_GET}") from None
+    try:
+        archive = os.path.join(tmp, "archive.tar.gz")
+        print(f"downloading {url} -> {cache_dir}", flush=True)
+        _fetch(url, archive, timeout, deadline_s, max_bytes)
+        folder = os.path.join(tmp, "x", prefix)
+        os.makedirs(folder)
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                for m in _safe_members(tar, prefix, manifest):
+                    name = m.name[len(prefix) + 1:]
+                    digest = hashlib.sha256()
+                    with tar.extractfile(m) as src, open(os.path.join(folder, name), "wb") as dst:
+                        while chunk := src.read(1 << 16):
+                            digest.update(chunk)
+                            dst.write(chunk)
+                    if digest.hexdigest() != manifest[name]:
+                        raise DataError(f"checksum mismatch for {prefix}/{name} from {url}: corrupt or "
+                                        f"not the official v1.2 archive; nothing was kept")
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise DataError(f"the download from {url} is not a valid .tar.gz ({e}); nothing was kept") from None
+        for name in manifest:
+            if not os.path.isfile(os.path.join(folder, name)):
+                raise DataError(f"the archive from {url} lacks {prefix}/{name}; nothing was kept")
+        if not os.path.isdir(final):
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            os.replace(folder, final)  # atomic: the cache holds the whole folder or none of it
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resolve_data_dir(data_dir=None, cache_dir=None, url=None):
+    """--data-dir, else $BABI_DIR, else the cache (downloading into it on first use)."""
+    data_dir = data_dir or os.environ.get("BABI_DIR")
+    if data_dir:
+        if not os.path.isdir(data_dir):
+            what = "is not a folder" if os.path.exists(data_dir) else "does not exist"
+            raise DataError(f"data folder {data_dir} {what}; {HOW_TO_GET}")
+        return data_dir
+    cache_dir = cache_dir or CACHE_DIR
+    cached = os.path.join(cache_dir, ARCHIVE_DIR)
+    return cached if os.path.isdir(cached) else download(url or URL, cache_dir)
+
+
+def task_files(data_dir, task):
+    """(train, test) paths of task `task` (1-20) in an extracted en / en-10k folder."""
+    paths = []
+    for split in ("train", "test"):
+        path = os.path.join(data_dir, f"qa{task}_{TASK_NAMES[task]}_{split}.txt")
+        if not os.path.isfile(path):
+            raise DataError(f"missing data file {path}; {HOW_TO_GET}")
+        paths.append(path)
+    return paths
+
+
+# --------------------------------------------------------------------------- parsing
+def tokenize(sentence):
+    """'Where is Mary?' -> ['where', 'is', 'mary']: lower case, punctuation dropped."""
+    return re.findall(r"[a-z0-9]+", sentence.lower())
+
+
+def read_lines(path):
+    """The lines of a UTF-8 text file, or one DataError naming the file (and line) at fault."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read {path} ({e.strerror or e}); check that it is a readable file") from None
+    return decode_lines(raw, path)
+
+
+def decode_lines(raw, name):
+    try:
+        return raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        lineno = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{name}:{lineno}: not UTF-8 text (byte {raw[e.start]:#04x}); pass a plain text "
+                        f"file (the bAbI files are UTF-8)") from None
+
+
+def _words(text, where):
+    words = tokenize(text)
+    if len(words) > MAX_WORDS:
+        raise DataError(f"{where}: a sentence of {len(words)} words, more than the {MAX_WORDS} "
+                        f"allowed (bAbI's longest has 11); split it into shorter sentences")
+    return words
+
+
+def parse_stories(path):
+    """Parse one bAbI file into examples (story, question, answer, support).
+
+    story: the statements before the question, oldest first, each a token list;
+    answer: one word, list answers of tasks 8 and 19 kept whole ('milk,apple' is one answer
+    word, as in the paper); support: indices into `story` of the supporting statements."""
+    examples, story, line_to_idx, prev = [], [], {}, 0
+    for lineno, line in enumerate(read_lines(path), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        num, _, text = line.partition(" ")
+        if not num.isdigit() or not text:
+            raise DataError(f"{where}: expected '<line number> <text>', got {line[:40]!r}")
+        num = int(num)
+        if num == 1:  # a line numbered 1 starts a new story
+            story, line_to_idx = [], {}
+        elif num != prev + 1:
+            raise DataError(f"{where}: line number {num} after {prev}; a story starts at 1 and "
+                            f"counts up by one")
+        prev = num
+        if "\t" in text:
+            fields = text.split("\t")
+            if len(fields) != 3 or not fields[1].strip():
+                raise DataError(f"{where}: a question line must be "
+                                f"'question<TAB>answer<TAB>supporting ids'")
+            question, answer, support = fields
+            try:
+                support = [line_to_idx[int(s)] for s in support.split()]
+            except (ValueError, KeyError):
+                raise DataError(f"{where}: supporting ids {fields[2]!r} must be numbers of "
+                                f"earlier statements in the same story") from None
+            examples.append({"story": list(story), "question": _words(question, where),
+                             "answer": answer.strip().lower(), "support": support})
+        else:
+            line_to_idx[num] = len(story)
+            story.append(_words(text, where))
+    if not examples:
+        raise DataError(f"{path}: no question lines (question<TAB>answer<TAB>ids) found")
+    return examples
+
+
+def parse_user_story(lines, name):
+    """A user's own story, for memn2n.py --ask: bAbI form (numbered lines, a line numbered 1
+    starts a story; a question ends with '?', optionally followed by <TAB>answer<TAB>ids) or
+    plain sentences, one per line, with the questions (ending in '?') among them (a blank line
+    starts a new story). Each question is asked about the statements before it.
+
+    Returns examples as parse_stories does, plus the text: story_text, question_text, and
+    answer / support where the file gives them (else None / [])."""
+    rows = [(i, l.strip()) for i, l in enumerate(lines, 1)]
+    numbered = all(re.match(r"\d+ ", l) for _, l in rows if l)
+    examples, story, story_text, line_to_idx = [], [], [], {}
+    for lineno, line in rows:
+        where = f"{name}:{lineno}"
+        if not line:
+            if not numbered:
+                story, story_text, line_to_idx = [], [], {}
+            continue
+        num = None
+        if numbered:
+            num, line = line.split(" ", 1)
+            num, line = int(num), line.strip()
+            if num == 1:
+                story, story_text, line_to_idx = [], [], {}
+        text, *fields = line.split("\t")
+        if fields or text.rstrip().endswith("?"):
+            answer = fields[0].strip().lower() if fields and fields[0].strip() else None
+            support = []
+            if len(fields) > 1 and num is not None:
+                support = [line_to_idx[int(s)] for s in fields[1].split()
+                           if s.isdigit() and int(s) in line_to_idx]
+            examples.append({"story": list(story), "story_text": list(story_text),
+                             "question": _words(text, where), "question_text": text.strip(),
+                             "answer": answer, "support": support})
+        else:
+            if num is not None:
+                line_to_idx[num] = len(story)
+            story.append(_words(text, where))
+            story_text.append(text.strip())
+    if not examples:
+        raise DataError(f"{name}: no questions found; a question is a line ending in '?', asked about "
+                        f"the lines before it")
+    return examples
+
+
+@functools.lru_cache(maxsize=None)
+def load_task(data_dir, task):
+    """(train, test) example lists of one task (parsed once per process; do not modify)."""
+    return tuple(parse_stories(p) for p in task_files(data_dir, task))
+
+
+def split_validation(examples, fraction=0.1, seed=0):
+    """Deterministic hold-out: the same 10 % whatever --seed the model uses (Sec. 4.2)."""
+    order = np.random.RandomState(seed).permutation(len(examples))
+    n_val = max(1, int(round(fraction * len(examples))))
+    return [examples[i] for i in sorted(order[n_val:])], [examples[i] for i in sorted(order[:n_val])]
+
+
+# --------------------------------------------------------------------------- vectorising
+def build_vocab(*example_lists):
+    """word -> id, ids from 1; 0 is the nil word (padding), whose embedding stays zero."""
+    words = set()
+    for examples in example_lists:
+        for ex in examples:
+            words.update(w for s in ex["story"] for w in s)
+            words.update(ex["question"])
+            words.add(ex["answer"])
+    return {w: i for i, w in enumerate(sorted(words), 1)}
+
+
+def vectorize(examples, word_idx, sentence_size, mem_size):
+    """Fixed-size int arrays; keeps the `mem_size` most recent sentences of each story.
+
+    Returns stories [n, mem_size, sentence_size] with stories[:, 0] the MOST RECENT sentence
+    (the paper indexes memories in reverse, Sec. 4.1), questions [n, sentence_size], answers
+    [n] word ids, and lengths [n], the number of memories used (the rest are nil padding).
+    Each sentence's words come first, then nil. Words missing from `word_idx` (a loaded
+    model's vocabulary) are left out, as if they were the nil word; such an answer is 0."""
+    n = len(examples)
+    stories = np.zeros((n, mem_size, sentence_size), np.int32)
+    questions = np.zeros((n, sentence_size), np.int32)
+    answers = np.zeros(n, np.int32)
+    lengths = np.zeros(n, np.int32)
+    for i, ex in enumerate(examples):
+        recent = ex["story"][::-1][:mem_size]  # newest first, truncated to the memory size
+        for slot, sentence in enumerate(recent):
+            ids = [word_idx[w] for w in sentence if w in word_idx][:sentence_size]
+            stories[i, slot, :len(ids)] = ids
+        q = [word_idx[w] for w in ex["question"] if w in word_idx][:sentence_size]
+        questions[i, :len(q)] = q
+        answers[i] = word_idx.get(ex["answer"], 0)
+        lengths[i] = len(recent)
+    return stories, questions, answers, lengths
+
+
+# --------------------------------------------------------------------------- command line
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        print(f"{self.prog}: error: {message}; see --help", file=sys.stderr)
+        sys.exit(2)
+
+
+def main(argv=None):
+    p = _Parser(prog="babi_data.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", help="extracted en / en-10k folder (default: $BABI_DIR or the cache)")
+    p.add_argument("--cache-dir", default=CACHE_DIR, help="where the download is kept (default %(default)s)")
+    args = p.parse_args(argv)
+    # explicit handlers: a background job starts with SIGINT ignored; a killed download cleans up
+    old = {s: signal.signal(s, signal.default_int_handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        d = resolve_data_dir(args.data_dir, args.cache_dir)
+        n = {t: sum(len(x) for x in load_task(d, t)) for t in TASK_NAMES}
+    except DataError as e:
+        print(f"babi_data.py: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("babi_data.py: interrupted; nothing half-downloaded was kept", file=sys.stderr)
+        return 130
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(f"data_dir={d} tasks={len(n)} questions={sum(n.values())}")
+    return 0
+
+
+# SHA-256 of every file download() keeps (the archive's `en` folder, v1.2). Verifying the content,
 # not the archive bytes, means a re-packed mirror with identical files is accepted too.
 EN_SHA256 = {
     "qa1_single-supporting-fact_test.txt": "55acf66cef2f6d798e2aa1d056e1ec8f24e910ea9215b639450574321132959b",
@@ -76,201 +422,5 @@ EN_SHA256 = {
 }
 
 
-class DataError(Exception):
-    """A problem with the data that the user can fix; printed as one line, no traceback."""
-
-
-HOW_TO_GET = (f"pass --data-dir pointing at an extracted tasks_1-20_v1-2/en (or en-10k) folder, "
-              f"or set BABI_DIR; the archive is at {URL}")
-
-
-# --------------------------------------------------------------------------- download + cache
-def _safe_members(tar, prefix):
-    """Regular files under `prefix`; refuse the whole archive if any member could escape."""
-    keep = []
-    for m in tar.getmembers():
-        parts = m.name.replace("\\", "/").split("/")
-        if m.name.startswith("/") or ".." in parts or m.issym() or m.islnk() or m.isdev():
-            raise DataError(f"unsafe member {m.name!r} in the archive (absolute path, '..' or link): "
-                            f"refusing to extract; nothing was kept")
-        if m.isfile() and m.name.startswith(prefix + "/"):
-            keep.append(m)
-    return keep
-
-
-def download(url=URL, cache_dir=CACHE_DIR, manifest=None, prefix=ARCHIVE_DIR, timeout=60):
-    """Fetch the archive, extract `prefix` safely, verify it and move it into place atomically.
-
-    Everything happens in a temporary folder inside `cache_dir`; only a complete, verified
-    folder is renamed into place, so a failed or interrupted download leaves nothing behind."""
-    manifest = EN_SHA256 if manifest is None else manifest
-    final = os.path.join(cache_dir, prefix)
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".partial-", dir=cache_dir)
-    try:
-        archive = os.path.join(tmp, "archive.tar.gz")
-        print(f"downloading {url} -> {cache_dir}", flush=True)
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as r, open(archive, "wb") as f:
-                shutil.copyfileobj(r, f)
-        except (urllib.error.URLError, OSError) as e:
-            raise DataError(f"cannot download the bAbI data from {url} ({getattr(e, 'reason', e)}); "
-                            f"no network? {HOW_TO_GET}") from None
-        out = os.path.join(tmp, "x")
-        try:
-            with tarfile.open(archive, "r:gz") as tar:
-                for m in _safe_members(tar, prefix):
-                    dest = os.path.join(out, m.name)
-                    os.makedirs(os.path.dirname(dest), exist_ok=True)
-                    with tar.extractfile(m) as src, open(dest, "wb") as dst:
-                        shutil.copyfileobj(src, dst)
-        except (tarfile.TarError, EOFError, OSError) as e:
-            raise DataError(f"the download from {url} is not a valid .tar.gz ({e}); nothing was kept") from None
-        folder = os.path.join(out, prefix)
-        for name, want in manifest.items():
-            path = os.path.join(folder, name)
-            if not os.path.isfile(path):
-                raise DataError(f"the archive from {url} lacks {prefix}/{name}; nothing was kept")
-            with open(path, "rb") as f:
-                if hashlib.sha256(f.read()).hexdigest() != want:
-                    raise DataError(f"checksum mismatch for {prefix}/{name} from {url}: corrupt or not "
-                                    f"the official v1.2 archive; nothing was kept")
-        if not os.path.isdir(final):
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            os.replace(folder, final)  # atomic: the cache holds the whole folder or none of it
-        return final
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def resolve_data_dir(data_dir=None, cache_dir=None, url=None):
-    """--data-dir, else $BABI_DIR, else the cache (downloading into it on first use)."""
-    data_dir = data_dir or os.environ.get("BABI_DIR")
-    if data_dir:
-        if not os.path.isdir(data_dir):
-            raise DataError(f"data folder {data_dir} does not exist; {HOW_TO_GET}")
-        return data_dir
-    cache_dir = cache_dir or CACHE_DIR
-    cached = os.path.join(cache_dir, ARCHIVE_DIR)
-    return cached if os.path.isdir(cached) else download(url or URL, cache_dir)
-
-
-def task_files(data_dir, task):
-    """(train, test) paths of task `task` (1-20) in an extracted en / en-10k folder."""
-    paths = []
-    for split in ("train", "test"):
-        path = os.path.join(data_dir, f"qa{task}_{TASK_NAMES[task]}_{split}.txt")
-        if not os.path.isfile(path):
-            raise DataError(f"missing data file {path}; {HOW_TO_GET}")
-        paths.append(path)
-    return paths
-
-
-# --------------------------------------------------------------------------- parsing
-def tokenize(sentence):
-    """'Where is Mary?' -> ['where', 'is', 'mary']: lower case, punctuation dropped."""
-    return re.findall(r"[a-z0-9]+", sentence.lower())
-
-
-def parse_stories(path):
-    """Parse one bAbI file into examples (story, question, answer, support).
-
-    story: the statements before the question, oldest first, each a token list;
-    answer: one word, list answers of tasks 8 and 19 kept whole ('milk,apple' is one answer
-    word, as in the paper); support: indices into `story` of the supporting statements."""
-    examples, story, line_to_idx = [], [], {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            num, _, text = line.partition(" ")
-            if not num.isdigit() or not text:
-                raise DataError(f"{where}: expected '<line number> <text>', got {line[:40]!r}")
-            if int(num) == 1:  # a line numbered 1 starts a new story
-                story, line_to_idx = [], {}
-            if "\t" in text:
-                fields = text.split("\t")
-                if len(fields) != 3 or not fields[1].strip():
-                    raise DataError(f"{where}: a question line must be "
-                                    f"'question<TAB>answer<TAB>supporting ids'")
-                question, answer, support = fields
-                try:
-                    support = [line_to_idx[int(s)] for s in support.split()]
-                except (ValueError, KeyError):
-                    raise DataError(f"{where}: supporting ids {fields[2]!r} must be numbers of "
-                                    f"earlier statements in the same story") from None
-                examples.append({"story": list(story), "question": tokenize(question),
-                                 "answer": answer.strip().lower(), "support": support})
-            else:
-                line_to_idx[int(num)] = len(story)
-                story.append(tokenize(text))
-    if not examples:
-        raise DataError(f"{path}: no question lines (question<TAB>answer<TAB>ids) found")
-    return examples
-
-
-@functools.lru_cache(maxsize=None)
-def load_task(data_dir, task):
-    """(train, test) example lists of one task (parsed once per process; do not modify)."""
-    return tuple(parse_stories(p) for p in task_files(data_dir, task))
-
-
-def split_validation(examples, fraction=0.1, seed=0):
-    """Deterministic hold-out: the same 10 % whatever --seed the model uses (Sec. 4.2)."""
-    order = np.random.RandomState(seed).permutation(len(examples))
-    n_val = max(1, int(round(fraction * len(examples))))
-    return [examples[i] for i in sorted(order[n_val:])], [examples[i] for i in sorted(order[:n_val])]
-
-
-# --------------------------------------------------------------------------- vectorising
-def build_vocab(*example_lists):
-    """word -> id, ids from 1; 0 is the nil word (padding), whose embedding stays zero."""
-    words = set()
-    for examples in example_lists:
-        for ex in examples:
-            words.update(w for s in ex["story"] for w in s)
-            words.update(ex["question"])
-            words.add(ex["answer"])
-    return {w: i for i, w in enumerate(sorted(words), 1)}
-
-
-def vectorize(examples, word_idx, sentence_size, mem_size):
-    """Fixed-size int arrays; keeps the `mem_size` most recent sentences of each story.
-
-    Returns S [n, mem_size, sentence_size] with S[:, 0] the MOST RECENT sentence (the paper
-    indexes memories in reverse, Sec. 4.1), Q [n, sentence_size], A [n] answer ids, and
-    L [n] the number of memories used (the rest are nil padding)."""
-    n = len(examples)
-    S = np.zeros((n, mem_size, sentence_size), np.int32)
-    Q = np.zeros((n, sentence_size), np.int32)
-    A = np.zeros(n, np.int32)
-    L = np.zeros(n, np.int32)
-    for i, ex in enumerate(examples):
-        recent = ex["story"][::-1][:mem_size]  # newest first, truncated to the memory size
-        for slot, sentence in enumerate(recent):
-            ids = [word_idx[w] for w in sentence][:sentence_size]
-            S[i, slot, :len(ids)] = ids
-        q = [word_idx[w] for w in ex["question"]][:sentence_size]
-        Q[i, :len(q)] = q
-        A[i] = word_idx[ex["answer"]]
-        L[i] = len(recent)
-    return S, Q, A, L
-
-
-def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", help="extracted en / en-10k folder (default: $BABI_DIR or the cache)")
-    p.add_argument("--cache-dir", default=CACHE_DIR, help="where the download is kept (default %(default)s)")
-    args = p.parse_args()
-    try:
-        d = resolve_data_dir(args.data_dir, args.cache_dir)
-        n = {t: sum(len(x) for x in load_task(d, t)) for t in TASK_NAMES}
-    except DataError as e:
-        sys.exit(f"babi_data.py: error: {e}")
-    print(f"data_dir={d} tasks={len(n)} questions={sum(n.values())}")
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
