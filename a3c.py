@@ -132,11 +132,12 @@ def dense(x, n_out, name, act=tf.nn.relu, init=None):
 
 def lstm(x, state):
     """x [T, d]: ONE sequence of T steps (a rollout, or T = 1 when acting); state (c, h), each [1, CELLS].
-    One weight matrix for the four gates i, j, f, o, as TF's BasicLSTMCell had (gone under Keras 3)."""
-    W = tf.get_variable("lstm/w", [x.shape[-1] + CELLS, 4 * CELLS], initializer=tf.glorot_uniform_initializer())
+    The four gates i, j, f, o in one matrix per input, as TF's BasicLSTMCell had (gone under Keras 3);
+    two matrices, not slices of one: the gradient of a slice costs a full-size copy per step."""
+    W_x = tf.get_variable("lstm/w_x", [x.shape[-1], 4 * CELLS], initializer=tf.glorot_uniform_initializer())
+    W_h = tf.get_variable("lstm/w_h", [CELLS, 4 * CELLS], initializer=tf.glorot_uniform_initializer())
     b = tf.get_variable("lstm/b", [4 * CELLS], initializer=tf.zeros_initializer())
-    W_x, W_h = W[:x.shape[-1]], W[x.shape[-1]:]
-    xW = tf.matmul(x, W_x) + b                             # the input's share of all T steps at once, [T, 4 CELLS]
+    xW = tf.matmul(x, W_x) + b                             # the input's share for all T steps at once, [T, 4 CELLS]
 
     def step(carry, xW_t):
         c, h = carry
@@ -538,29 +539,29 @@ def train(args, cluster=None):
         if chief and args.eval_every else []
     for t in learners + others:
         t.start()
-    recent, games, last = collections.deque(maxlen=100), [0], dict(t=t0, frames=0, save=t0)
+    tally = types.SimpleNamespace(recent=collections.deque(maxlen=100), games=0, t=t0, frames=0, saved=t0)
 
     def log(final=False):                                  # TensorBoard charts/, losses/, eval/; one stdout line
         now, frames, T = time.time(), sum(shared.frames), shared.T
         while shared.games:
             step, ret, length = shared.games.popleft()
-            recent.append(ret)
-            games[0] += 1
+            tally.recent.append(ret)
+            tally.games += 1
             scalars(charts_episodic_return=(ret, step), charts_episodic_length=(length, step))
         while shared.evals:
             step, ev, ev_std = shared.last_eval = shared.evals.popleft()
             print(f"eval global_step={step} eval_return={ev:.2f} eval_std={ev_std:.2f} episodes={args.eval_episodes}")
             scalars(eval_episodic_return=(ev, step), eval_episodic_return_std=(ev_std, step))
-        fps = (frames - last["frames"]) / max(now - last["t"], 1e-9)
-        lr, mean = args.lr * max(0.0, 1.0 - T / args.max_steps), np.mean(recent) if recent else float("nan")
+        fps = (frames - tally.frames) / max(now - tally.t, 1e-9)
+        lr, mean = args.lr * max(0.0, 1.0 - T / args.max_steps), np.mean(tally.recent) if tally.recent else float("nan")
         stats = [shared.stats.popleft() for _ in range(len(shared.stats))]
         scalars(charts_fps=(fps, T), charts_lr=(lr, T), **{f"losses_{k}": (v, T) for k, v in
                                                             zip(["policy", "value", "entropy"], np.mean(stats, 0) if stats else [])})
         if not final:
             eta = (args.max_steps - T) / (T - T0) * (now - t0) if T > T0 else float("nan")
             print(f"global_step={T} progress={100 * T / args.max_steps:.1f}% eta={fmt_time(eta)} fps={fps:.0f} "
-                  f"episodes={games[0]} mean_return={mean:.2f} lr={lr:.2e}", flush=True)
-        last.update(t=now, frames=frames)
+                  f"episodes={tally.games} mean_return={mean:.2f} lr={lr:.2e}", flush=True)
+        tally.t, tally.frames = now, frames
         return mean
 
     def scalars(**tag_value_step):
@@ -570,7 +571,7 @@ def train(args, cluster=None):
             writer.flush()
 
     def checkpoint():                                      # theta, theta_v, T, RMSProp's slots; atomic
-        last["save"] = time.time()
+        tally.saved = time.time()
         try:
             save(lambda path: saver.save(sess, path, write_meta_graph=False, write_state=False),
                  args.checkpoint_dir, dict(meta, T=int(sess.run(g.T))), mine)
@@ -587,7 +588,7 @@ def train(args, cluster=None):
                 for t in learners:
                     t.join()
             log()
-            if chief and time.time() - last["save"] > args.save_interval:
+            if chief and time.time() - tally.saved > args.save_interval:
                 checkpoint()
     except KeyboardInterrupt:
         interrupted = True
@@ -611,7 +612,7 @@ def train(args, cluster=None):
         shared.evals.append((shared.T, float(np.mean(scores)), float(np.std(scores))))
     saved_ok, mean = not chief or checkpoint(), log(final=True)
     role = f"worker={cluster.task_index} " if cluster and not chief else ""
-    print(f"RESULT {role}env={args.env} global_step={shared.T} episodes={games[0]} mean_return={mean:.2f} "
+    print(f"RESULT {role}env={args.env} global_step={shared.T} episodes={tally.games} mean_return={mean:.2f} "
           f"eval_return={getattr(shared, 'last_eval', (0, float('nan')))[1]:.2f} fps={sum(shared.frames) / wall:.0f} "
           f"wall_s={wall:.1f}", flush=True)
     if not saved_ok:
