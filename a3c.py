@@ -24,8 +24,8 @@ import types
 import numpy as np
 
 import atari_env
-from a3c_runtime import check_meta, die, first_line, fmt_time, launch_local, load_meta, open_video, parse_hosts, \
-    quiet_stderr, save, summary, warn, writable_dir  # machinery, kept out of the algorithm's way
+from a3c_runtime import Log, check_meta, die, first_line, launch_local, load_meta, open_video, parse_hosts, \
+    prepare_checkpoint_dir, quiet_stderr, save, warn  # machinery, kept out of the algorithm's way
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 with quiet_stderr():
@@ -35,7 +35,7 @@ tf.disable_v2_behavior()  # placeholders, Session, partial_run, v1 optimizers, a
 
 # Defaults that depend on the network, which the env decides: the Atari CNN keeps the paper's and
 # the authors' values; the classic-control MLP's come from a measured sweep (README).
-DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=0.1, max_steps=80_000_000, eval_every=250_000, eval_episodes=10),
+DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=1e-5, max_steps=80_000_000, eval_every=250_000, eval_episodes=10),
             "mlp": dict(lr=3e-3, rms_eps=0.1, max_steps=500_000, eval_every=25_000, eval_episodes=20)}
 CELLS = 256  # LSTM cells (Section 8)
 
@@ -465,40 +465,22 @@ def main(argv=None):
         return 130
 
 
-def env_settings(args):
-    """--vector-env default: the GIL-free path wherever it can run the id."""
-    if args.vector_env is None:
-        args.vector_env = atari_env.vector_ok(args.env)
-    return dict(vector=args.vector_env, fire_reset=args.fire_reset)
-
-
 def train(args, cluster=None):
     args.env = args.env or "Breakout-v0"
-    try:
-        env_kw = env_settings(args)
-    except atari_env.EnvError as e:
-        die(str(e))
-    chief = cluster is None or cluster.chief
+    if args.vector_env is None:                            # the GIL-free env path wherever it can run the id
+        args.vector_env = atari_env.vector_ok(args.env)
+    chief, first = cluster is None or cluster.chief, cluster.task_index * args.threads if cluster else 0
     tag = f"{args.env.replace('/', '_')}__{args.seed}"
     args.checkpoint_dir = args.checkpoint_dir or os.path.join("checkpoints", tag)
     args.logdir = args.logdir or os.path.join("runs", f"{tag}__{int(time.time())}")
-    first = cluster.task_index * args.threads if cluster else 0  # this process's first thread id (seeds)
-    envs = [make_env_or_die(args.env, args.seed + first + i, **env_kw) for i in range(args.threads)]
+    env_kw = dict(vector=args.vector_env, fire_reset=args.fire_reset)
+    envs = [make_env_or_die(args.env, args.seed + first + i, **env_kw) for i in range(args.threads)]  # thread i
     obs_shape, n_actions = envs[0].observation_space.shape, int(envs[0].action_space.n)
-    kind = fill_defaults(args, obs_shape)
-    meta = dict(env=args.env, obs_shape=list(obs_shape), n_actions=n_actions, network=kind, lstm=args.lstm,
-                fire_reset=args.fire_reset)
-    saved, mine = None, []                                 # mine: the step dir this run may replace
-    if chief:
-        writable_dir(args.checkpoint_dir, "--checkpoint-dir")
-        writable_dir(args.logdir, "--logdir")
-        if args.resume:                                    # continuing that run: its checkpoint is ours to replace
-            saved = load_meta(args.checkpoint_dir)
-            check_meta(saved, args.checkpoint_dir, args.env, obs_shape, n_actions, args.lstm)
-            mine = [saved["dir"]]
-        elif os.path.exists(os.path.join(args.checkpoint_dir, "latest.json")) and not args.overwrite:
-            die(f"{args.checkpoint_dir} already holds a checkpoint; continue it with --resume, choose another "
-                f"--checkpoint-dir, or start afresh there with --overwrite")
+    meta = dict(env=args.env, obs_shape=list(obs_shape), n_actions=n_actions, network=fill_defaults(args, obs_shape),
+                lstm=args.lstm, fire_reset=args.fire_reset)
+    saved, mine = prepare_checkpoint_dir(args) if chief else (None, [])  # mine: the step dir this run may replace
+    if saved:
+        check_meta(saved, args.checkpoint_dir, args.env, obs_shape, n_actions, args.lstm)
     print(atari_env.describe(args.env, args.vector_env, args.fire_reset), flush=True)
 
     tf.set_random_seed(args.seed)
@@ -522,9 +504,8 @@ def train(args, cluster=None):
         time.sleep(0.5)
     sess.run(init_local)
     sess.graph.finalize()                                  # no op may be added from the threads by mistake
-    writer = tf.summary.FileWriter(args.logdir) if chief else None
-    shared = Shared(int(sess.run(g.T)), args.threads, prs)
-    T0, t0, stop, errors = shared.T, time.time(), threading.Event(), []
+    shared, stop, errors = Shared(int(sess.run(g.T)), args.threads, prs), threading.Event(), []
+    log = Log(tf, tf.summary.FileWriter(args.logdir) if chief else None, args, shared)
 
     def on_error(e):                                       # a thread that raises stops the run with its error
         errors.append(f"{e.thread.name} failed: {first_line(e.exc_value)}")
@@ -535,52 +516,21 @@ def train(args, cluster=None):
                                  name=f"actor-learner {first + i}", daemon=True) for i in range(args.threads)]
     others = [threading.Thread(target=evaluator, name="evaluator", daemon=True, args=(
         sess, evaluator_net, make_env_or_die(args.env, args.seed + 10_000, training=False, **env_kw),
-        args, shared, stop))] \
-        if chief and args.eval_every else []
+        args, shared, stop))] if chief and args.eval_every else []
     for t in learners + others:
         t.start()
-    tally = types.SimpleNamespace(recent=collections.deque(maxlen=100), games=0, t=t0, frames=0, saved=t0)
-
-    def log(final=False):                                  # TensorBoard charts/, losses/, eval/; one stdout line
-        now, frames, T = time.time(), sum(shared.frames), shared.T
-        while shared.games:
-            step, ret, length = shared.games.popleft()
-            tally.recent.append(ret)
-            tally.games += 1
-            scalars(charts_episodic_return=(ret, step), charts_episodic_length=(length, step))
-        while shared.evals:
-            step, ev, ev_std = shared.last_eval = shared.evals.popleft()
-            print(f"eval global_step={step} eval_return={ev:.2f} eval_std={ev_std:.2f} episodes={args.eval_episodes}")
-            scalars(eval_episodic_return=(ev, step), eval_episodic_return_std=(ev_std, step))
-        fps = (frames - tally.frames) / max(now - tally.t, 1e-9)
-        lr, mean = args.lr * max(0.0, 1.0 - T / args.max_steps), np.mean(tally.recent) if tally.recent else float("nan")
-        stats = [shared.stats.popleft() for _ in range(len(shared.stats))]
-        scalars(charts_fps=(fps, T), charts_lr=(lr, T), **{f"losses_{k}": (v, T) for k, v in
-                                                            zip(["policy", "value", "entropy"], np.mean(stats, 0) if stats else [])})
-        if not final:
-            eta = (args.max_steps - T) / (T - T0) * (now - t0) if T > T0 else float("nan")
-            print(f"global_step={T} progress={100 * T / args.max_steps:.1f}% eta={fmt_time(eta)} fps={fps:.0f} "
-                  f"episodes={tally.games} mean_return={mean:.2f} lr={lr:.2e}", flush=True)
-        tally.t, tally.frames = now, frames
-        return mean
-
-    def scalars(**tag_value_step):
-        if writer:
-            for tag, (value, step) in tag_value_step.items():
-                summary(tf, writer, tag.replace("_", "/", 1), value, step)
-            writer.flush()
 
     def checkpoint():                                      # theta, theta_v, T, RMSProp's slots; atomic
-        tally.saved = time.time()
+        checkpoint.at = time.time()
         try:
             save(lambda path: saver.save(sess, path, write_meta_graph=False, write_state=False),
                  args.checkpoint_dir, dict(meta, T=int(sess.run(g.T))), mine)
             return True
-        except (OSError, tf.errors.OpError) as e:
+        except (OSError, ValueError, tf.errors.OpError) as e:  # ValueError: TF's "parent directory doesn't exist"
             where = f"the last good one is {os.path.join(args.checkpoint_dir, mine[0])}" if mine else "none was saved"
             warn(f"checkpoint not saved ({first_line(e)}); {where}")
 
-    interrupted = False
+    checkpoint.at, interrupted = time.time(), False
     try:
         while any(t.is_alive() for t in learners):
             stop.wait(args.log_interval)
@@ -588,7 +538,7 @@ def train(args, cluster=None):
                 for t in learners:
                     t.join()
             log()
-            if chief and time.time() - tally.saved > args.save_interval:
+            if chief and time.time() - checkpoint.at > args.save_interval:
                 checkpoint()
     except KeyboardInterrupt:
         interrupted = True
@@ -604,7 +554,7 @@ def train(args, cluster=None):
     threading.excepthook = excepthook
     if errors:
         die(errors[0], 1)
-    shared.T, wall = int(sess.run(g.T)), time.time() - t0
+    shared.T, wall = int(sess.run(g.T)), time.time() - log.t0
     if chief and args.eval_every and not interrupted:      # the final theta, scored the way papers score
         sess.run(evaluator_net.copy_from_global)
         env = make_env_or_die(args.env, args.seed + 20_000, training=False, **env_kw)
@@ -612,9 +562,8 @@ def train(args, cluster=None):
         shared.evals.append((shared.T, float(np.mean(scores)), float(np.std(scores))))
     saved_ok, mean = not chief or checkpoint(), log(final=True)
     role = f"worker={cluster.task_index} " if cluster and not chief else ""
-    print(f"RESULT {role}env={args.env} global_step={shared.T} episodes={tally.games} mean_return={mean:.2f} "
-          f"eval_return={getattr(shared, 'last_eval', (0, float('nan')))[1]:.2f} fps={sum(shared.frames) / wall:.0f} "
-          f"wall_s={wall:.1f}", flush=True)
+    print(f"RESULT {role}env={args.env} global_step={shared.T} episodes={log.games} mean_return={mean:.2f} "
+          f"eval_return={log.last_eval:.2f} fps={sum(shared.frames) / wall:.0f} wall_s={wall:.1f}", flush=True)
     if not saved_ok:
         die("the final checkpoint could not be written (see the warning above)", 1)
     return 0

@@ -2,6 +2,7 @@
 scalars, video, and the launcher that runs a parameter-server cluster on this machine.
 
 Nothing here changes what A3C computes; a3c.py reads top to bottom without it."""
+import collections
 import contextlib
 import json
 import os
@@ -13,6 +14,8 @@ import sys
 import tempfile
 import threading
 import time
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -107,9 +110,62 @@ def check_meta(meta, ckpt_dir, env_id, obs_shape, n_actions, lstm):
             f"{'add' if meta['lstm'] else 'drop'} --lstm")
 
 
+def prepare_checkpoint_dir(args):
+    """Before any training: the folders are writable, and a folder that holds a run is continued
+    (--resume), replaced only on request (--overwrite), or refused. Returns the checkpoint to
+    resume (or None) and the step dirs this run may delete once it has saved its own."""
+    writable_dir(args.checkpoint_dir, "--checkpoint-dir")
+    writable_dir(args.logdir, "--logdir")
+    if args.resume:                                        # continuing that run: its checkpoint is ours to replace
+        saved = load_meta(args.checkpoint_dir)
+        return saved, [saved["dir"]]
+    if os.path.exists(os.path.join(args.checkpoint_dir, "latest.json")) and not args.overwrite:
+        die(f"{args.checkpoint_dir} already holds a checkpoint; continue it with --resume, choose another "
+            f"--checkpoint-dir, or start afresh there with --overwrite")
+    return None, []                                        # --overwrite: the old step dir stays, latest.json moves on
+
+
 # ---------------------------------------------------------------- logging
-def summary(tf, writer, tag, value, step):
-    writer.add_summary(tf.Summary(value=[tf.Summary.Value(tag=tag, simple_value=float(value))]), step)
+class Log:
+    """Every --log-interval: TensorBoard scalars (charts/, losses/, eval/) and one key=value line."""
+
+    def __init__(self, tf, writer, args, shared):
+        self.tf, self.writer, self.args, self.shared = tf, writer, args, shared
+        self.recent, self.games, self.last_eval = collections.deque(maxlen=100), 0, float("nan")
+        self.t0 = self.t = time.time()
+        self.T0, self.frames = shared.T, 0
+
+    def scalars(self, **tag_value_step):                   # charts_fps=(value, step) -> charts/fps
+        if self.writer:
+            for tag, (value, step) in tag_value_step.items():
+                self.writer.add_summary(self.tf.Summary(value=[self.tf.Summary.Value(
+                    tag=tag.replace("_", "/", 1), simple_value=float(value))]), step)
+            self.writer.flush()
+
+    def __call__(self, final=False):
+        """Drain what the threads recorded; returns the mean raw score of the last 100 games."""
+        sh, args, now, frames, T = self.shared, self.args, time.time(), sum(self.shared.frames), self.shared.T
+        while sh.games:
+            step, ret, length = sh.games.popleft()
+            self.recent.append(ret)
+            self.games += 1
+            self.scalars(charts_episodic_return=(ret, step), charts_episodic_length=(length, step))
+        while sh.evals:
+            step, mean, std = sh.evals.popleft()
+            self.last_eval = mean
+            print(f"eval global_step={step} eval_return={mean:.2f} eval_std={std:.2f} episodes={args.eval_episodes}")
+            self.scalars(eval_episodic_return=(mean, step), eval_episodic_return_std=(std, step))
+        fps = (frames - self.frames) / max(now - self.t, 1e-9)
+        lr, mean = args.lr * max(0.0, 1.0 - T / args.max_steps), np.mean(self.recent) if self.recent else float("nan")
+        stats = [sh.stats.popleft() for _ in range(len(sh.stats))]
+        self.scalars(charts_fps=(fps, T), charts_lr=(lr, T), **{f"losses_{k}": (v, T) for k, v in zip(
+            ["policy", "value", "entropy"], np.mean(stats, 0) if stats else [])})
+        if not final:
+            eta = (args.max_steps - T) / (T - self.T0) * (now - self.t0) if T > self.T0 else float("nan")
+            print(f"global_step={T} progress={100 * T / args.max_steps:.1f}% eta={fmt_time(eta)} fps={fps:.0f} "
+                  f"episodes={self.games} mean_return={mean:.2f} lr={lr:.2e}", flush=True)
+        self.t, self.frames = now, frames
+        return mean
 
 
 def fmt_time(s):

@@ -254,7 +254,7 @@ class VectorObsEnv:
 
 def vector_ok(env_id):
     """Can AtariVectorEnv run this id? (It needs a fixed frameskip.)"""
-    return is_atari(env_id) and not isinstance(gym.spec(env_id).kwargs.get("frameskip", 4), tuple)
+    return env_id in gym.registry and is_atari(env_id) and not isinstance(gym.spec(env_id).kwargs.get("frameskip", 4), tuple)
 
 
 def make_env(env_id, seed=0, vector=False, training=True, render=False, fire_reset=True):
