@@ -36,6 +36,8 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=1000, help="agent steps before timing starts")
     p.add_argument("--steps", type=int, default=6000, help="agent steps timed per variant (all threads)")
     p.add_argument("--profile", action="store_true", help="time each part of one agent step, 1 thread")
+    p.add_argument("--no-core-limit", action="store_true",
+                   help="let every thread run its rollout at once (a3c.py lets one rollout per core run at a time)")
     p.add_argument("--seed", type=int, default=1)
     return p.parse_args()
 
@@ -88,6 +90,8 @@ def training_fps(b, variant):
     with tf.Graph().as_default():
         args, sess, g, nets, prs = build(b, variant, envs)
     shared, stop = a3c.Shared(0, b.threads, prs), threading.Event()
+    if b.no_core_limit:
+        shared.cores = threading.BoundedSemaphore(b.threads)
     threads = [threading.Thread(target=a3c.actor_learner, args=(i, sess, nets[i], g, envs[i], args, shared, stop))
                for i in range(b.threads)]
     for t in threads:
@@ -140,6 +144,9 @@ def profile(b):
     else:
         parts["env step (emulator + native preprocessing)"] = timed(lambda: env.step(int(rng.integers(4))))
     parts["acting forward pass, per step"] = timed(lambda: sess.run((net.pi, net.state), a3c.feed(net, s[None], ())))
+    pool = a3c.tf.Session.run                              # the same call handed to TF's inter-op thread pool
+    parts["  the same via TF's inter-op pool (plain Session.run)"] = timed(
+        lambda: pool(sess, (net.pi, net.state), a3c.feed(net, s[None], ())))
     parts["sampling the action (numpy)"] = timed(lambda: a3c.sample(rng, np.full(4, 0.25, np.float32)), 3000)
     per_rollout = {
         "bootstrap V(s_t), per rollout": timed(lambda: sess.run(net.v, a3c.feed(net, s[None], ()))),
@@ -173,7 +180,7 @@ def main():
     fps = {}
     for variant in b.variants.split(","):
         fps[variant], sps = training_fps(b, variant)
-        print(f"mode={variant} threads={b.threads} fps={fps[variant]:.0f} steps_per_s={sps:.0f} "
+        print(f"mode={variant} threads={b.threads} core_limit={int(not b.no_core_limit)} fps={fps[variant]:.0f} steps_per_s={sps:.0f} "
               f"of_random={fps[variant] / rnd:.2f} cpu_ms_per_step={training_fps.cpu_ms_per_step:.2f}", flush=True)
     first = b.variants.split(",")[0]
     print(f"RESULT env={b.env} threads={b.threads} vector_env={int(b.vector_env)} fps={fps[first]:.0f} "
