@@ -450,8 +450,7 @@ def play(args):
 def main(argv=None):
     # Ctrl-C (and kill -TERM) -> KeyboardInterrupt in the main thread -> save a checkpoint, exit 0.
     # Explicit, because a background job of a non-interactive shell starts with SIGINT ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous = {s: signal.signal(s, signal.default_int_handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         args = parse_args(argv)
         with tf.Graph().as_default():                      # a fresh graph per call (main() is also called in-process)
@@ -463,6 +462,9 @@ def main(argv=None):
     except KeyboardInterrupt:                              # before training started: nothing to save
         print("interrupted", file=sys.stderr, flush=True)
         return 130
+    finally:                                               # an in-process caller gets its own handlers back
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def train(args, cluster=None):

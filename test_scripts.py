@@ -1425,6 +1425,20 @@ def test_bad_flags_one_line(capsys, tmp_path, argv, needle):
     assert not (tmp_path / "ck" / "latest.json").exists()
 
 
+def test_main_gives_back_the_signal_handlers_it_replaced(capsys):
+    """main() installs its own SIGINT/SIGTERM handlers; an in-process caller gets its own back."""
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    saved = [signal.getsignal(s) for s in sigs]
+    try:
+        for s in sigs:
+            signal.signal(s, signal.SIG_DFL)               # not a3c.py's default_int_handler
+        _main_error(capsys, "--threads", "0")
+        assert [signal.getsignal(s) for s in sigs] == [signal.SIG_DFL] * 2
+    finally:
+        for s, handler in zip(sigs, saved):
+            signal.signal(s, handler)
+
+
 def test_checkpoints_never_destroy_and_broken_ones_fail_in_one_line(tmp_path, capsys):
     ck = tmp_path / "ck"
     run = ["--env", "CartPole-v1", "--threads", "1", "--max-steps", "200", "--eval-every", "0",
