@@ -558,10 +558,15 @@ def train(args, cluster=None):
         die(errors[0], 1)
     shared.T, wall = int(sess.run(g.T)), time.time() - log.t0
     if chief and args.eval_every and not interrupted:      # the final theta, scored the way papers score
-        sess.run(evaluator_net.copy_from_global)
-        env = make_env_or_die(args.env, args.seed + 20_000, training=False, **env_kw)
-        scores = play_games(sess, evaluator_net, env, args.eval_episodes, np.random.default_rng(args.seed), args)
-        shared.evals.append((shared.T, float(np.mean(scores)), float(np.std(scores))))
+        try:
+            sess.run(evaluator_net.copy_from_global)
+            env = make_env_or_die(args.env, args.seed + 20_000, training=False, **env_kw)
+            scores = play_games(sess, evaluator_net, env, args.eval_episodes, np.random.default_rng(args.seed), args)
+            shared.evals.append((shared.T, float(np.mean(scores)), float(np.std(scores))))
+        except KeyboardInterrupt:                          # Ctrl-C skips the evaluation, not the save
+            print("interrupted: saving checkpoint", file=sys.stderr, flush=True)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)           # nothing may break the final save
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     saved_ok, mean = not chief or checkpoint(), log(final=True)
     role = f"worker={cluster.task_index} " if cluster and not chief else ""
     print(f"RESULT {role}env={args.env} global_step={shared.T} episodes={log.games} mean_return={mean:.2f} "

@@ -1350,6 +1350,24 @@ def test_interrupt_saves_checkpoint_and_exits(tmp_path):
             assert json.load(f)["T"] == int(result(out)["global_step"]) > 0
 
 
+def test_ctrl_c_during_the_final_evaluation_still_saves(tmp_path, monkeypatch, capsys):
+    """The final evaluation runs after training, in the main thread: Ctrl-C there skips it and saves."""
+    real = a3c.play_games
+
+    def play_games(*a, **kw):
+        if threading.current_thread() is threading.main_thread():
+            raise KeyboardInterrupt                        # as Ctrl-C or SIGTERM would, mid-game
+        return real(*a, **kw)
+
+    monkeypatch.setattr(a3c, "play_games", play_games)
+    ck = tmp_path / "ck"
+    rc = a3c.main(["--env", "CartPole-v1", "--threads", "1", "--max-steps", "300", "--eval-every", "100000",
+                   "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "interrupted: saving checkpoint" in err and "Traceback" not in err, err
+    assert json.loads((ck / "latest.json").read_text())["T"] == int(result(out)["global_step"]) >= 300
+
+
 def test_failing_thread_stops_the_run_with_its_error(tmp_path, monkeypatch, capsys):
     real = atari_env.make_env
 
