@@ -24,8 +24,8 @@ import types
 import numpy as np
 
 import atari_env
-from a3c_runtime import Log, check_meta, die, first_line, launch_local, load_meta, open_video, parse_hosts, \
-    prepare_checkpoint_dir, quiet_stderr, save, warn  # machinery, kept out of the algorithm's way
+from a3c_runtime import Log, check_meta, die, first_line, ignore_signals, launch_local, load_meta, open_video, \
+    parse_hosts, prepare_checkpoint_dir, quiet_stderr, save, warn  # machinery, kept out of the algorithm's way
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 with quiet_stderr():
@@ -415,7 +415,7 @@ def restore(sess, saver, meta):
 def play(args):
     meta = load_meta(args.play)
     env_id = args.env or meta["env"]
-    args.lstm = meta["lstm"] if not args.lstm else args.lstm
+    args.lstm = args.lstm or meta["lstm"]                  # a mismatch is refused by check_meta
     args.fire_reset = meta.get("fire_reset", True) and args.fire_reset
     env = make_env_or_die(env_id, args.seed, training=False, render=bool(args.record), fire_reset=args.fire_reset)
     obs_shape, n_actions = env.observation_space.shape, int(env.action_space.n)
@@ -423,7 +423,7 @@ def play(args):
     video = open_video(args.record, env, env_id) if args.record else None
     print(atari_env.describe(env_id, False, args.fire_reset), flush=True)
     tf.set_random_seed(args.seed)
-    args.rms_eps, args.lr = 0.1, 0.0                       # the optimizer is built but never used
+    args.rms_eps = 0.1                                     # build_global makes an optimizer; --play never uses it
     g = build_global(obs_shape, n_actions, args)
     net = build_local("play", g, obs_shape, n_actions, args, learner=False)
     sess = session(args)
@@ -523,7 +523,6 @@ def train(args, cluster=None):
         t.start()
 
     def checkpoint():                                      # theta, theta_v, T, RMSProp's slots; atomic
-        checkpoint.at = time.time()
         try:
             save(lambda path: saver.save(sess, path, write_meta_graph=False, write_state=False),
                  args.checkpoint_dir, dict(meta, T=int(sess.run(g.T))), mine)
@@ -532,7 +531,7 @@ def train(args, cluster=None):
             where = f"the last good one is {os.path.join(args.checkpoint_dir, mine[0])}" if mine else "none was saved"
             warn(f"checkpoint not saved ({first_line(e)}); {where}")
 
-    checkpoint.at, interrupted = time.time(), False
+    last_save, interrupted = time.time(), False
     try:
         while any(t.is_alive() for t in learners):
             stop.wait(args.log_interval)
@@ -540,12 +539,12 @@ def train(args, cluster=None):
                 for t in learners:
                     t.join()
             log()
-            if chief and time.time() - checkpoint.at > args.save_interval:
+            if chief and time.time() - last_save > args.save_interval:
+                last_save = time.time()
                 checkpoint()
     except KeyboardInterrupt:
         interrupted = True
-        signal.signal(signal.SIGINT, signal.SIG_IGN)       # a second Ctrl-C must not break the final save
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ignore_signals()                                   # a second Ctrl-C must not break the final save
         print("interrupted: saving checkpoint", file=sys.stderr, flush=True)
         stop.set()
         for t in learners:
@@ -565,8 +564,7 @@ def train(args, cluster=None):
             shared.evals.append((shared.T, float(np.mean(scores)), float(np.std(scores))))
         except KeyboardInterrupt:                          # Ctrl-C skips the evaluation, not the save
             print("interrupted: saving checkpoint", file=sys.stderr, flush=True)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)           # nothing may break the final save
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ignore_signals()                                       # nothing may break the final save
     saved_ok, mean = not chief or checkpoint(), log(final=True)
     role = f"worker={cluster.task_index} " if cluster and not chief else ""
     print(f"RESULT {role}env={args.env} global_step={shared.T} episodes={log.games} mean_return={mean:.2f} "

@@ -43,6 +43,12 @@ def warn(msg):
     print(f"a3c.py: warning: {msg}", file=sys.stderr, flush=True)
 
 
+def ignore_signals():
+    """Ctrl-C and SIGTERM are ignored from here on (a3c.main gives the handlers back on return)."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+
+
 def first_line(e):
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
