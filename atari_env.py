@@ -192,6 +192,7 @@ class VectorAtariEnv:
 
     def reset(self, seed=None):
         obs, info = self.env.reset(seed=self.seed if seed is None else seed)
+        self.seed = None                                    # seed only the first game
         self.lives, self.frame_number = int(info["lives"][0]), int(info["frame_number"][0])
         self.episode_return, self.episode_length = 0.0, 0
         return self._hwc(obs)

@@ -1062,6 +1062,19 @@ def test_vector_env_same_shape_dtype_meaning():
         atari_env.VectorAtariEnv("Breakout-v0")             # random frameskip has no native equivalent
 
 
+@pytest.mark.parametrize("make", [lambda: atari_env.AtariEnv(PAPER_ENV, seed=5),
+                                  lambda: atari_env.VectorAtariEnv(PAPER_ENV, seed=5),
+                                  lambda: atari_env.VectorObsEnv("CartPole-v1", seed=5)], ids=["opencv", "vector", "obs"])
+def test_reset_seeds_only_the_first_game(make):
+    """The evaluator resets its env before every evaluation: a reseed would replay the same starts."""
+    env, seeds = make(), []
+    real = env.env.reset
+    env.env.reset = lambda seed=None, **kw: (seeds.append(seed), real(seed=seed, **kw))[1]
+    env.reset()
+    env.reset()
+    assert seeds == [5, None], seeds
+
+
 # ---------------------------------------------------------------- algorithm
 def test_n_step_returns():
     r, gamma = [1.0, 0.0, -1.0, 2.0], 0.9
