@@ -1075,6 +1075,24 @@ def test_reset_seeds_only_the_first_game(make):
     assert seeds == [5, None], seeds
 
 
+@pytest.mark.parametrize("vector", [False, True], ids=["opencv", "vector"])
+def test_game_over_on_the_time_limit_step_is_terminal(vector):
+    """A game that ends (terminated) on the step that also hits the frame limit is a real end: R = 0."""
+    env = (atari_env.VectorAtariEnv if vector else atari_env.AtariEnv)(PAPER_ENV, seed=0)
+    env.reset()
+    real = env.env.step
+
+    def step(a):                                           # the emulator says: game over and time limit, at once
+        obs, r, term, trunc, info = real(a)
+        if vector:
+            return obs, r, np.array([True]), np.array([True]), dict(info, final_obs=obs)
+        return obs, r, True, True, info
+
+    env.env.step = step
+    _, _, done, info = env.step(0)
+    assert done and info["game_over"] and not info["truncated"]
+
+
 # ---------------------------------------------------------------- algorithm
 def test_n_step_returns():
     r, gamma = [1.0, 0.0, -1.0, 2.0], 0.9
