@@ -1568,6 +1568,21 @@ def test_cluster_localhost_trains_checkpoints_and_leaves_nothing(tmp_path):
     assert not _alive(str(ck))                              # no ps or worker left running
 
 
+def test_cluster_bench_counts_each_workers_frames_once():
+    """bench/a3c_cluster.py reads the launcher's output, where the chief's RESULT line comes twice."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("a3c_cluster", os.path.join(HERE, "bench", "a3c_cluster.py"))
+    a3c_cluster = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(a3c_cluster)
+    tail = "episodes=1 mean_return=1.00 eval_return=nan"
+    launcher = (f"[worker 0] RESULT env=E global_step=9 {tail} fps=100 wall_s=10.0\n"
+                f"[worker 1] RESULT worker=1 env=E global_step=9 {tail} fps=50 wall_s=8.0\n"
+                f"RESULT env=E global_step=9 {tail} fps=100 wall_s=10.0\n")
+    assert a3c_cluster.frames_per_s(launcher) == pytest.approx((100 * 10.0 + 50 * 8.0) / 10.0)
+    assert a3c_cluster.frames_per_s(f"RESULT env=E global_step=9 {tail} fps=300 wall_s=2.0\n") == 300
+    assert a3c_cluster.frames_per_s("a3c.py: error: boom\n") is None
+
+
 def test_cluster_worker_death_stops_the_run(tmp_path):
     import signal
     import time
