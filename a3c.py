@@ -131,13 +131,13 @@ def dense(x, n_out, name, act=tf.nn.relu, init=None):
 
 
 def lstm(x, state):
-    """x [T, d]: ONE sequence of T steps (a rollout, or T = 1 when acting); state (c, h), each [1, CELLS].
+    """x [n, d]: ONE sequence of n steps (a rollout, or n = 1 when acting); state (c, h), each [1, CELLS].
     The four gates i, j, f, o in one matrix per input, as TF's BasicLSTMCell had (gone under Keras 3);
     two matrices, not slices of one: the gradient of a slice costs a full-size copy per step."""
     W_x = tf.get_variable("lstm/w_x", [x.shape[-1], 4 * CELLS], initializer=tf.glorot_uniform_initializer())
     W_h = tf.get_variable("lstm/w_h", [CELLS, 4 * CELLS], initializer=tf.glorot_uniform_initializer())
     b = tf.get_variable("lstm/b", [4 * CELLS], initializer=tf.zeros_initializer())
-    xW = tf.matmul(x, W_x) + b                             # the input's share for all T steps at once, [T, 4 CELLS]
+    xW = tf.matmul(x, W_x) + b                             # the input's share for all n steps at once, [n, 4 CELLS]
 
     def step(carry, xW_t):
         c, h = carry
@@ -145,22 +145,22 @@ def lstm(x, state):
         c = tf.sigmoid(f + 1.0) * c + tf.sigmoid(i) * tf.tanh(j)  # forget-gate bias 1
         return c, tf.sigmoid(o) * tf.tanh(c)
 
-    c, h = tf.scan(step, xW, initializer=state)            # [T, 1, CELLS] each
+    c, h = tf.scan(step, xW, initializer=state)            # [n, 1, CELLS] each
     return h[:, 0], (c[-1], h[-1])
 
 
 def network(s, n_actions, state=None):
-    """s [T, 84, 84, 4] uint8 (Atari) or [T, d] float32 -> logits [T, A], V [T], next LSTM state.
+    """s [n, 84, 84, 4] uint8 (Atari) or [n, d] float32 -> logits [n, A], V [n], next LSTM state.
     Variables come from the enclosing scope: a second call with reuse shares them."""
     if s.dtype == tf.uint8:
         x = tf.cast(s, tf.float32) / 255.0
-        x = conv(x, 8, 16, 4, "conv1")                     # [T, 20, 20, 16]
-        x = conv(x, 4, 32, 2, "conv2")                     # [T, 9, 9, 32]
-        x = dense(tf.reshape(x, [-1, 9 * 9 * 32]), 256, "fc")  # [T, 256]
+        x = conv(x, 8, 16, 4, "conv1")                     # [n, 20, 20, 16]
+        x = conv(x, 4, 32, 2, "conv2")                     # [n, 9, 9, 32]
+        x = dense(tf.reshape(x, [-1, 9 * 9 * 32]), 256, "fc")  # [n, 256]
     else:                                                  # MLP torso for vector observations
-        x = dense(dense(s, 64, "fc1", tf.tanh), 64, "fc2", tf.tanh)  # [T, 64]
+        x = dense(dense(s, 64, "fc1", tf.tanh), 64, "fc2", tf.tanh)  # [n, 64]
     if state is not None:                                  # A3C LSTM
-        x, state = lstm(x, state)                          # [T, 256]
+        x, state = lstm(x, state)                          # [n, 256]
     logits = dense(x, n_actions, "pi", tf.identity, tf.random_normal_initializer(stddev=0.01))  # theta: torso + pi
     v = dense(x, 1, "v", tf.identity)[:, 0]                # theta_v: torso + v (the torso is shared)
     return logits, v, state if state is not None else ()  # () = no recurrent state to carry
