@@ -95,12 +95,14 @@ def load_meta(ckpt_dir):
     try:
         with open(path) as f:
             meta = json.load(f)
-        ok = isinstance(meta, dict) and all(k in meta for k in ("env", "obs_shape", "n_actions", "T", "dir", "lstm"))
+        kinds = dict(env=str, obs_shape=list, n_actions=int, T=int, dir=str, lstm=bool)  # as save() writes them
+        ok = isinstance(meta, dict) and all(isinstance(meta.get(k), kind) for k, kind in kinds.items()) \
+            and all(isinstance(n, int) for n in meta["obs_shape"])
     except (OSError, ValueError):
         ok = False
     if not ok:
         die(f"{path} is unreadable or incomplete; restore it from a backup, or start afresh with --overwrite")
-    model_dir = os.path.realpath(os.path.join(ckpt_dir, str(meta["dir"])))
+    model_dir = os.path.realpath(os.path.join(ckpt_dir, meta["dir"]))
     if os.path.dirname(model_dir) != os.path.realpath(ckpt_dir) or not os.path.isfile(os.path.join(model_dir, "model.index")):
         die(f"{path} points to {meta['dir']!r}, which is not a saved model inside {ckpt_dir}")
     meta["model"] = os.path.join(model_dir, "model")

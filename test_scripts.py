@@ -1511,6 +1511,8 @@ def test_checkpoints_never_destroy_and_broken_ones_fail_in_one_line(tmp_path, ca
     model = ck / latest["dir"]
     for text, needle in [("{not json", "unreadable or incomplete"), ("", "unreadable or incomplete"),
                          ('{"env": "CartPole-v1"}', "unreadable or incomplete"),
+                         (json.dumps(dict(latest, obs_shape=4)), "unreadable or incomplete"),   # was a TypeError
+                         (json.dumps(dict(latest, lstm="no")), "unreadable or incomplete"),
                          (json.dumps(dict(latest, dir="../../etc")), "not a saved model inside"),
                          (json.dumps(dict(latest, dir="step-999")), "not a saved model inside")]:
         (ck / "latest.json").write_text(text)
