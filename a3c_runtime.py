@@ -278,6 +278,7 @@ def launch_local(script, argv, n_workers):
             time.sleep(0.2)
     except KeyboardInterrupt:
         failed = "interrupted"
+    ignore_signals()                                       # a second Ctrl-C must not kill the chief mid-save
     for p in workers:                                      # the chief saves a checkpoint on SIGTERM
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)

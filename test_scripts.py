@@ -1570,6 +1570,39 @@ def test_cluster_localhost_trains_checkpoints_and_leaves_nothing(tmp_path):
     assert not _alive(str(ck))                              # no ps or worker left running
 
 
+FAKE_JOB = """import os, signal, sys, time
+def save(*_):                                              # a chief whose final save takes a while
+    time.sleep(1.5)
+    open(os.environ["FAKE_OUT"], "w").write("saved")
+    print("RESULT env=fake", flush=True)
+    sys.exit(0)
+if sys.argv[sys.argv.index("--job-name") + 1] == "worker":
+    signal.signal(signal.SIGTERM, save)
+print("started", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+
+def test_launcher_second_ctrl_c_waits_for_the_chiefs_save(tmp_path):
+    """--workers: Ctrl-C makes the launcher SIGTERM the workers and wait; a second Ctrl-C must not
+    kill it (its workers die with it) while the chief is still saving."""
+    (tmp_path / "job.py").write_text(FAKE_JOB)
+    code = f"import sys; sys.path.insert(0, {HERE!r}); import a3c_runtime; " \
+           f"sys.exit(a3c_runtime.launch_local({str(tmp_path / 'job.py')!r}, [], 1))"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, FAKE_OUT=str(tmp_path / "saved")))
+    for line in p.stdout:
+        if line.startswith("[worker 0] started"):
+            break
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)                           # while the chief saves
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and "Traceback" not in err, err
+    assert (tmp_path / "saved").read_text() == "saved"
+
+
 def test_cluster_bench_counts_each_workers_frames_once():
     """bench/a3c_cluster.py reads the launcher's output, where the chief's RESULT line comes twice."""
     import importlib.util
