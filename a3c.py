@@ -24,8 +24,8 @@ import types
 import numpy as np
 
 import atari_env
-from a3c_runtime import Log, check_meta, die, first_line, launch_local, load_meta, open_video, parse_hosts, \
-    prepare_checkpoint_dir, quiet_stderr, save, warn  # machinery, kept out of the algorithm's way
+from a3c_runtime import Log, check_meta, die, first_line, ignore_signals, launch_local, load_meta, open_video, \
+    parse_hosts, prepare_checkpoint_dir, quiet_stderr, save, warn  # machinery, kept out of the algorithm's way
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 with quiet_stderr():
@@ -132,13 +132,13 @@ def dense(x, n_out, name, act=tf.nn.relu, init=None):
 
 
 def lstm(x, state):
-    """x [T, d]: ONE sequence of T steps (a rollout, or T = 1 when acting); state (c, h), each [1, CELLS].
+    """x [n, d]: ONE sequence of n steps (a rollout, or n = 1 when acting); state (c, h), each [1, CELLS].
     The four gates i, j, f, o in one matrix per input, as TF's BasicLSTMCell had (gone under Keras 3);
     two matrices, not slices of one: the gradient of a slice costs a full-size copy per step."""
     W_x = tf.get_variable("lstm/w_x", [x.shape[-1], 4 * CELLS], initializer=tf.glorot_uniform_initializer())
     W_h = tf.get_variable("lstm/w_h", [CELLS, 4 * CELLS], initializer=tf.glorot_uniform_initializer())
     b = tf.get_variable("lstm/b", [4 * CELLS], initializer=tf.zeros_initializer())
-    xW = tf.matmul(x, W_x) + b                             # the input's share for all T steps at once, [T, 4 CELLS]
+    xW = tf.matmul(x, W_x) + b                             # the input's share for all n steps at once, [n, 4 CELLS]
 
     def step(carry, xW_t):
         c, h = carry
@@ -146,22 +146,22 @@ def lstm(x, state):
         c = tf.sigmoid(f + 1.0) * c + tf.sigmoid(i) * tf.tanh(j)  # forget-gate bias 1
         return c, tf.sigmoid(o) * tf.tanh(c)
 
-    c, h = tf.scan(step, xW, initializer=state)            # [T, 1, CELLS] each
+    c, h = tf.scan(step, xW, initializer=state)            # [n, 1, CELLS] each
     return h[:, 0], (c[-1], h[-1])
 
 
 def network(s, n_actions, state=None):
-    """s [T, 84, 84, 4] uint8 (Atari) or [T, d] float32 -> logits [T, A], V [T], next LSTM state.
+    """s [n, 84, 84, 4] uint8 (Atari) or [n, d] float32 -> logits [n, A], V [n], next LSTM state.
     Variables come from the enclosing scope: a second call with reuse shares them."""
     if s.dtype == tf.uint8:
         x = tf.cast(s, tf.float32) / 255.0
-        x = conv(x, 8, 16, 4, "conv1")                     # [T, 20, 20, 16]
-        x = conv(x, 4, 32, 2, "conv2")                     # [T, 9, 9, 32]
-        x = dense(tf.reshape(x, [-1, 9 * 9 * 32]), 256, "fc")  # [T, 256]
+        x = conv(x, 8, 16, 4, "conv1")                     # [n, 20, 20, 16]
+        x = conv(x, 4, 32, 2, "conv2")                     # [n, 9, 9, 32]
+        x = dense(tf.reshape(x, [-1, 9 * 9 * 32]), 256, "fc")  # [n, 256]
     else:                                                  # MLP torso for vector observations
-        x = dense(dense(s, 64, "fc1", tf.tanh), 64, "fc2", tf.tanh)  # [T, 64]
+        x = dense(dense(s, 64, "fc1", tf.tanh), 64, "fc2", tf.tanh)  # [n, 64]
     if state is not None:                                  # A3C LSTM
-        x, state = lstm(x, state)                          # [T, 256]
+        x, state = lstm(x, state)                          # [n, 256]
     logits = dense(x, n_actions, "pi", tf.identity, tf.random_normal_initializer(stddev=0.01))  # theta: torso + pi
     v = dense(x, 1, "v", tf.identity)[:, 0]                # theta_v: torso + v (the torso is shared)
     return logits, v, state if state is not None else ()  # () = no recurrent state to carry
@@ -416,7 +416,7 @@ def restore(sess, saver, meta):
 def play(args):
     meta = load_meta(args.play)
     env_id = args.env or meta["env"]
-    args.lstm = meta["lstm"] if not args.lstm else args.lstm
+    args.lstm = args.lstm or meta["lstm"]                  # a mismatch is refused by check_meta
     args.fire_reset = meta.get("fire_reset", True) and args.fire_reset
     env = make_env_or_die(env_id, args.seed, training=False, render=bool(args.record), fire_reset=args.fire_reset)
     obs_shape, n_actions = env.observation_space.shape, int(env.action_space.n)
@@ -424,7 +424,7 @@ def play(args):
     video = open_video(args.record, env, env_id) if args.record else None
     print(atari_env.describe(env_id, False, args.fire_reset), flush=True)
     tf.set_random_seed(args.seed)
-    args.rms_eps, args.lr = 0.1, 0.0                       # the optimizer is built but never used
+    args.rms_eps = 0.1                                     # build_global makes an optimizer; --play never uses it
     g = build_global(obs_shape, n_actions, args)
     net = build_local("play", g, obs_shape, n_actions, args, learner=False)
     sess = session(args)
@@ -451,8 +451,7 @@ def play(args):
 def main(argv=None):
     # Ctrl-C (and kill -TERM) -> KeyboardInterrupt in the main thread -> save a checkpoint, exit 0.
     # Explicit, because a background job of a non-interactive shell starts with SIGINT ignored.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous = {s: signal.signal(s, signal.default_int_handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         args = parse_args(argv)
         with tf.Graph().as_default():                      # a fresh graph per call (main() is also called in-process)
@@ -464,6 +463,9 @@ def main(argv=None):
     except KeyboardInterrupt:                              # before training started: nothing to save
         print("interrupted", file=sys.stderr, flush=True)
         return 130
+    finally:                                               # an in-process caller gets its own handlers back
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def train(args, cluster=None):
@@ -522,7 +524,6 @@ def train(args, cluster=None):
         t.start()
 
     def checkpoint():                                      # theta, theta_v, T, RMSProp's slots; atomic
-        checkpoint.at = time.time()
         try:
             save(lambda path: saver.save(sess, path, write_meta_graph=False, write_state=False),
                  args.checkpoint_dir, dict(meta, T=int(sess.run(g.T))), mine)
@@ -531,7 +532,7 @@ def train(args, cluster=None):
             where = f"the last good one is {os.path.join(args.checkpoint_dir, mine[0])}" if mine else "none was saved"
             warn(f"checkpoint not saved ({first_line(e)}); {where}")
 
-    checkpoint.at, interrupted = time.time(), False
+    last_save, interrupted = time.time(), False
     try:
         while any(t.is_alive() for t in learners):
             stop.wait(args.log_interval)
@@ -539,12 +540,12 @@ def train(args, cluster=None):
                 for t in learners:
                     t.join()
             log()
-            if chief and time.time() - checkpoint.at > args.save_interval:
+            if chief and time.time() - last_save > args.save_interval:
+                last_save = time.time()
                 checkpoint()
     except KeyboardInterrupt:
         interrupted = True
-        signal.signal(signal.SIGINT, signal.SIG_IGN)       # a second Ctrl-C must not break the final save
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        ignore_signals()                                   # a second Ctrl-C must not break the final save
         print("interrupted: saving checkpoint", file=sys.stderr, flush=True)
         stop.set()
         for t in learners:
@@ -557,10 +558,14 @@ def train(args, cluster=None):
         die(errors[0], 1)
     shared.T, wall = int(sess.run(g.T)), time.time() - log.t0
     if chief and args.eval_every and not interrupted:      # the final theta, scored the way papers score
-        sess.run(evaluator_net.copy_from_global)
-        env = make_env_or_die(args.env, args.seed + 20_000, training=False, **env_kw)
-        scores = play_games(sess, evaluator_net, env, args.eval_episodes, np.random.default_rng(args.seed), args)
-        shared.evals.append((shared.T, float(np.mean(scores)), float(np.std(scores))))
+        try:
+            sess.run(evaluator_net.copy_from_global)
+            env = make_env_or_die(args.env, args.seed + 20_000, training=False, **env_kw)
+            scores = play_games(sess, evaluator_net, env, args.eval_episodes, np.random.default_rng(args.seed), args)
+            shared.evals.append((shared.T, float(np.mean(scores)), float(np.std(scores))))
+        except KeyboardInterrupt:                          # Ctrl-C skips the evaluation, not the save
+            print("interrupted: saving checkpoint", file=sys.stderr, flush=True)
+    ignore_signals()                                       # nothing may break the final save
     saved_ok, mean = not chief or checkpoint(), log(final=True)
     role = f"worker={cluster.task_index} " if cluster and not chief else ""
     print(f"RESULT {role}env={args.env} global_step={shared.T} episodes={log.games} mean_return={mean:.2f} "

@@ -43,6 +43,12 @@ def warn(msg):
     print(f"a3c.py: warning: {msg}", file=sys.stderr, flush=True)
 
 
+def ignore_signals():
+    """Ctrl-C and SIGTERM are ignored from here on (a3c.main gives the handlers back on return)."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+
+
 def first_line(e):
     text = str(e).strip().splitlines()
     return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
@@ -89,12 +95,14 @@ def load_meta(ckpt_dir):
     try:
         with open(path) as f:
             meta = json.load(f)
-        ok = isinstance(meta, dict) and all(k in meta for k in ("env", "obs_shape", "n_actions", "T", "dir", "lstm"))
+        kinds = dict(env=str, obs_shape=list, n_actions=int, T=int, dir=str, lstm=bool)  # as save() writes them
+        ok = isinstance(meta, dict) and all(isinstance(meta.get(k), kind) for k, kind in kinds.items()) \
+            and all(isinstance(n, int) for n in meta["obs_shape"])
     except (OSError, ValueError):
         ok = False
     if not ok:
         die(f"{path} is unreadable or incomplete; restore it from a backup, or start afresh with --overwrite")
-    model_dir = os.path.realpath(os.path.join(ckpt_dir, str(meta["dir"])))
+    model_dir = os.path.realpath(os.path.join(ckpt_dir, meta["dir"]))
     if os.path.dirname(model_dir) != os.path.realpath(ckpt_dir) or not os.path.isfile(os.path.join(model_dir, "model.index")):
         die(f"{path} points to {meta['dir']!r}, which is not a saved model inside {ckpt_dir}")
     meta["model"] = os.path.join(model_dir, "model")
@@ -270,6 +278,7 @@ def launch_local(script, argv, n_workers):
             time.sleep(0.2)
     except KeyboardInterrupt:
         failed = "interrupted"
+    ignore_signals()                                       # a second Ctrl-C must not kill the chief mid-save
     for p in workers:                                      # the chief saves a checkpoint on SIGTERM
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)

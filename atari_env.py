@@ -9,9 +9,10 @@ Every env made here has the same small interface, so a3c.py does not care which 
     obs, reward, done, info = env.step(action)
       reward   clipped to its sign for Atari training (info["raw_reward"] keeps the game score)
       done     end of the *training* episode: a lost life or game over (or time limit)
-      info     game_over, truncated, raw_reward, frames (raw emulator frames this step),
-               final_obs (last obs of a finished episode), episode_return / episode_length
-               (raw score and agent steps of a finished game)
+      info     game_over, truncated (the time limit, not a real end, ended the game: bootstrap),
+               raw_reward, frames (raw emulator frames this step), final_obs (last obs of a
+               finished episode), episode_return / episode_length (raw score and agent steps
+               of a finished game)
     The env resets itself when a game is over (gymnasium's "same step" autoreset), so the
     returned obs is already the first obs of the next game; bootstrap from info["final_obs"].
 
@@ -139,7 +140,8 @@ class AtariEnv:
     def step(self, action):
         frame, raw, terminated, truncated, info = self._raw_step(action)
         obs = self._push(frame).copy()
-        out = {"raw_reward": raw, "game_over": terminated or truncated, "truncated": truncated,
+        out = {"raw_reward": raw, "game_over": terminated or truncated,
+               "truncated": truncated and not terminated,
                "frames": info["frame_number"] - self.frame_number, "lives": info["lives"]}
         self.frame_number = info["frame_number"]
         self.episode_return += raw
@@ -192,6 +194,7 @@ class VectorAtariEnv:
 
     def reset(self, seed=None):
         obs, info = self.env.reset(seed=self.seed if seed is None else seed)
+        self.seed = None                                    # seed only the first game
         self.lives, self.frame_number = int(info["lives"][0]), int(info["frame_number"][0])
         self.episode_return, self.episode_length = 0.0, 0
         return self._hwc(obs)
@@ -200,7 +203,7 @@ class VectorAtariEnv:
         obs, raw, terminated, truncated, info = self.env.step(np.array([action]))
         raw, game_over = float(raw[0]), bool(terminated[0] or truncated[0])
         frame_number = int(info["frame_number"][0])
-        out = {"raw_reward": raw, "game_over": game_over, "truncated": bool(truncated[0]),
+        out = {"raw_reward": raw, "game_over": game_over, "truncated": bool(truncated[0] and not terminated[0]),
                "frames": frame_number - self.frame_number, "lives": int(info["lives"][0])}
         self.frame_number = frame_number
         self.episode_return += raw

@@ -185,10 +185,10 @@ class Data:
             train[t], val[t] = babi_data.split_validation(tr)
             test[t] = te
             vocab_lists += [tr, te]
-        exs = [e for split in (train, val, test) for t in tasks for e in split[t]]
-        longest = max(len(e["story"]) for e in exs)
+        every = [e for split in (train, val, test) for t in tasks for e in split[t]]
+        longest = max(len(e["story"]) for e in every)
         self.word_idx = babi_data.build_vocab(*vocab_lists)
-        self.sentence_size = max(max([len(s) for s in e["story"]] + [len(e["question"])]) for e in exs)
+        self.sentence_size = max(max([len(s) for s in e["story"]] + [len(e["question"])]) for e in every)
         # as many slots as the longest story needs, plus room for the random-noise memories, at
         # most --mem-size (the official code sizes its memory to the data too; the empty slots
         # take part in the attention softmax, so this is part of the model)
@@ -201,9 +201,9 @@ class Data:
             self.word_idx, self.sentence_size, self.mem_slots = (
                 saved["word_idx"], saved["sentence_size"], saved["mem_slots"])
         self.vocab_size = len(self.word_idx) + 1                   # V, with the nil word 0
-        size = 4 * len(exs) * self.mem_slots * self.sentence_size
+        size = 4 * len(every) * self.mem_slots * self.sentence_size
         if size > 4 * 2 ** 30:
-            raise DataError(f"the stories would take {size / 2 ** 30:.1f} GiB as arrays ({len(exs)} questions x "
+            raise DataError(f"the stories would take {size / 2 ** 30:.1f} GiB as arrays ({len(every)} questions x "
                             f"{self.mem_slots} memories x {self.sentence_size} words); lower --mem-size")
         self.splits = {}
         for name, split in (("train", train), ("val", val), ("test", test)):
@@ -449,7 +449,7 @@ def predict(sess, model, folder, members, split, V, fetch_attention=False):
         out = evaluate(sess, model, split, V, fetch_attention=fetch_attention and i == 0)
         a_hat = a_hat + out[1] / len(members)
         attention = out[3] if len(out) > 3 else attention
-        prediction = out[2] if len(members) == 1 else np.argmax(a_hat, 1)
+    prediction = out[2] if len(members) == 1 else np.argmax(a_hat, 1)
     return a_hat, prediction, attention
 
 
@@ -485,10 +485,9 @@ def ask(cfg):
     sess, model, V = open_model(cfg, meta)
     restore(sess, model, folder, meta["members"][0])               # a damaged model fails here, first
     word_idx, S, M = meta["word_idx"], meta["sentence_size"], meta["mem_slots"]
-    words = {w for ex in examples for s in ex["story"] + [ex["question"]] for w in s}
-    if words - set(word_idx):
-        warn(f"words the model never saw are left out, as if they were the nil word: "
-             f"{' '.join(sorted(words - set(word_idx)))}")
+    unseen = {w for ex in examples for s in ex["story"] + [ex["question"]] for w in s} - set(word_idx)
+    if unseen:
+        warn(f"words the model never saw are left out, as if they were the nil word: {' '.join(sorted(unseen))}")
     long = [str(i + 1) for i, ex in enumerate(examples) if len(ex["story"]) > M]
     if long:
         warn(f"the model's memory holds {M} sentences: for question {', '.join(long)} only the {M} most "

@@ -1062,6 +1062,37 @@ def test_vector_env_same_shape_dtype_meaning():
         atari_env.VectorAtariEnv("Breakout-v0")             # random frameskip has no native equivalent
 
 
+@pytest.mark.parametrize("make", [lambda: atari_env.AtariEnv(PAPER_ENV, seed=5),
+                                  lambda: atari_env.VectorAtariEnv(PAPER_ENV, seed=5),
+                                  lambda: atari_env.VectorObsEnv("CartPole-v1", seed=5)], ids=["opencv", "vector", "obs"])
+def test_reset_seeds_only_the_first_game(make):
+    """The evaluator resets its env before every evaluation: a reseed would replay the same starts."""
+    env, seeds = make(), []
+    real = env.env.reset
+    env.env.reset = lambda seed=None, **kw: (seeds.append(seed), real(seed=seed, **kw))[1]
+    env.reset()
+    env.reset()
+    assert seeds == [5, None], seeds
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["opencv", "vector"])
+def test_game_over_on_the_time_limit_step_is_terminal(vector):
+    """A game that ends (terminated) on the step that also hits the frame limit is a real end: R = 0."""
+    env = (atari_env.VectorAtariEnv if vector else atari_env.AtariEnv)(PAPER_ENV, seed=0)
+    env.reset()
+    real = env.env.step
+
+    def step(a):                                           # the emulator says: game over and time limit, at once
+        obs, r, term, trunc, info = real(a)
+        if vector:
+            return obs, r, np.array([True]), np.array([True]), dict(info, final_obs=obs)
+        return obs, r, True, True, info
+
+    env.env.step = step
+    _, _, done, info = env.step(0)
+    assert done and info["game_over"] and not info["truncated"]
+
+
 # ---------------------------------------------------------------- algorithm
 def test_n_step_returns():
     r, gamma = [1.0, 0.0, -1.0, 2.0], 0.9
@@ -1350,6 +1381,24 @@ def test_interrupt_saves_checkpoint_and_exits(tmp_path):
             assert json.load(f)["T"] == int(result(out)["global_step"]) > 0
 
 
+def test_ctrl_c_during_the_final_evaluation_still_saves(tmp_path, monkeypatch, capsys):
+    """The final evaluation runs after training, in the main thread: Ctrl-C there skips it and saves."""
+    real = a3c.play_games
+
+    def play_games(*a, **kw):
+        if threading.current_thread() is threading.main_thread():
+            raise KeyboardInterrupt                        # as Ctrl-C or SIGTERM would, mid-game
+        return real(*a, **kw)
+
+    monkeypatch.setattr(a3c, "play_games", play_games)
+    ck = tmp_path / "ck"
+    rc = a3c.main(["--env", "CartPole-v1", "--threads", "1", "--max-steps", "300", "--eval-every", "100000",
+                   "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "interrupted: saving checkpoint" in err and "Traceback" not in err, err
+    assert json.loads((ck / "latest.json").read_text())["T"] == int(result(out)["global_step"]) >= 300
+
+
 def test_failing_thread_stops_the_run_with_its_error(tmp_path, monkeypatch, capsys):
     real = atari_env.make_env
 
@@ -1425,6 +1474,20 @@ def test_bad_flags_one_line(capsys, tmp_path, argv, needle):
     assert not (tmp_path / "ck" / "latest.json").exists()
 
 
+def test_main_gives_back_the_signal_handlers_it_replaced(capsys):
+    """main() installs its own SIGINT/SIGTERM handlers; an in-process caller gets its own back."""
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    saved = [signal.getsignal(s) for s in sigs]
+    try:
+        for s in sigs:
+            signal.signal(s, signal.SIG_DFL)               # not a3c.py's default_int_handler
+        _main_error(capsys, "--threads", "0")
+        assert [signal.getsignal(s) for s in sigs] == [signal.SIG_DFL] * 2
+    finally:
+        for s, handler in zip(sigs, saved):
+            signal.signal(s, handler)
+
+
 def test_checkpoints_never_destroy_and_broken_ones_fail_in_one_line(tmp_path, capsys):
     ck = tmp_path / "ck"
     run = ["--env", "CartPole-v1", "--threads", "1", "--max-steps", "200", "--eval-every", "0",
@@ -1448,6 +1511,8 @@ def test_checkpoints_never_destroy_and_broken_ones_fail_in_one_line(tmp_path, ca
     model = ck / latest["dir"]
     for text, needle in [("{not json", "unreadable or incomplete"), ("", "unreadable or incomplete"),
                          ('{"env": "CartPole-v1"}', "unreadable or incomplete"),
+                         (json.dumps(dict(latest, obs_shape=4)), "unreadable or incomplete"),   # was a TypeError
+                         (json.dumps(dict(latest, lstm="no")), "unreadable or incomplete"),
                          (json.dumps(dict(latest, dir="../../etc")), "not a saved model inside"),
                          (json.dumps(dict(latest, dir="step-999")), "not a saved model inside")]:
         (ck / "latest.json").write_text(text)
@@ -1503,6 +1568,54 @@ def test_cluster_localhost_trains_checkpoints_and_leaves_nothing(tmp_path):
     assert w1 and int(w1[0].split("fps=")[1].split()[0]) > 0   # worker 1 stepped too: T grew from both
     assert json.loads((ck / "latest.json").read_text())["T"] >= 3000
     assert not _alive(str(ck))                              # no ps or worker left running
+
+
+FAKE_JOB = """import os, signal, sys, time
+def save(*_):                                              # a chief whose final save takes a while
+    time.sleep(1.5)
+    open(os.environ["FAKE_OUT"], "w").write("saved")
+    print("RESULT env=fake", flush=True)
+    sys.exit(0)
+if sys.argv[sys.argv.index("--job-name") + 1] == "worker":
+    signal.signal(signal.SIGTERM, save)
+print("started", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+
+def test_launcher_second_ctrl_c_waits_for_the_chiefs_save(tmp_path):
+    """--workers: Ctrl-C makes the launcher SIGTERM the workers and wait; a second Ctrl-C must not
+    kill it (its workers die with it) while the chief is still saving."""
+    (tmp_path / "job.py").write_text(FAKE_JOB)
+    code = f"import sys; sys.path.insert(0, {HERE!r}); import a3c_runtime; " \
+           f"sys.exit(a3c_runtime.launch_local({str(tmp_path / 'job.py')!r}, [], 1))"
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, FAKE_OUT=str(tmp_path / "saved")))
+    for line in p.stdout:
+        if line.startswith("[worker 0] started"):
+            break
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)                           # while the chief saves
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and "Traceback" not in err, err
+    assert (tmp_path / "saved").read_text() == "saved"
+
+
+def test_cluster_bench_counts_each_workers_frames_once():
+    """bench/a3c_cluster.py reads the launcher's output, where the chief's RESULT line comes twice."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("a3c_cluster", os.path.join(HERE, "bench", "a3c_cluster.py"))
+    a3c_cluster = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(a3c_cluster)
+    tail = "episodes=1 mean_return=1.00 eval_return=nan"
+    launcher = (f"[worker 0] RESULT env=E global_step=9 {tail} fps=100 wall_s=10.0\n"
+                f"[worker 1] RESULT worker=1 env=E global_step=9 {tail} fps=50 wall_s=8.0\n"
+                f"RESULT env=E global_step=9 {tail} fps=100 wall_s=10.0\n")
+    assert a3c_cluster.frames_per_s(launcher) == pytest.approx((100 * 10.0 + 50 * 8.0) / 10.0)
+    assert a3c_cluster.frames_per_s(f"RESULT env=E global_step=9 {tail} fps=300 wall_s=2.0\n") == 300
+    assert a3c_cluster.frames_per_s("a3c.py: error: boom\n") is None
 
 
 def test_cluster_worker_death_stops_the_run(tmp_path):

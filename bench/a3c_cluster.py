@@ -6,8 +6,8 @@
    localhost cluster (its ps in another process; 1 and 2 ps tasks): copy_from_global (pull theta)
    and the update (compute_gradients on the local network, push, RMSProp on the ps).
 2. End to end, a3c.py itself, the same number of agent steps: 1 process x 2 threads against
-   2 worker processes x 1 thread + 1 ps (and + 2 ps). Frames/s = all workers' frames / wall.
-Ends with RESULT lines; README reads them.
+   2 worker processes x 1 thread + 1 ps. Frames/s = all workers' frames / the slowest one's wall.
+Prints one `per_update ...` line per set-up of 1., one `end_to_end ...` line per set-up of 2.
 """
 import argparse
 import os
@@ -44,29 +44,31 @@ def per_update_ms(b, n_ps):
         config = tf.ConfigProto(device_filters=["/job:ps", me])
         server = tf.distribute.Server(tf.train.ClusterSpec(hosts), "worker", 0, config=config)
         target, ps_dev = server.target, tf.train.replica_device_setter(n_ps, worker_device=me)
-    with tf.Graph().as_default():
-        with tf.device(ps_dev):
-            g = a3c.build_global(shape, n_actions, args)
-        with tf.device(me):
-            net = a3c.build_local("thread_0", g, shape, n_actions, args)
-        sess = a3c.session(args, target, config)
-        sess.run(tf.global_variables_initializer())
-        rng = np.random.default_rng(0)
-        fd = {net.s_ph: rng.integers(0, 255, (5, *shape), dtype=np.uint8), net.a_ph: [0, 1, 2, 3, 0],
-              net.R_ph: np.ones(5, np.float32), g.lr_ph: 1e-9}
-        out = {}
-        for name, fn in (("copy_from_global", lambda: sess.run(net.copy_from_global)),
-                         ("update", lambda: sess.run(net.train, fd))):
-            for _ in range(10):
-                fn()
-            t0 = time.perf_counter()
-            for _ in range(b.reps):
-                fn()
-            out[name] = (time.perf_counter() - t0) / b.reps * 1e3
-        sess.close()
-    for p in procs:
-        p.kill()
-        p.wait()
+    try:                                                   # the ps processes go whatever happens
+        with tf.Graph().as_default():
+            with tf.device(ps_dev):
+                g = a3c.build_global(shape, n_actions, args)
+            with tf.device(me):
+                net = a3c.build_local("thread_0", g, shape, n_actions, args)
+            sess = a3c.session(args, target, config)
+            sess.run(tf.global_variables_initializer())
+            rng = np.random.default_rng(0)
+            fd = {net.s_ph: rng.integers(0, 255, (5, *shape), dtype=np.uint8), net.a_ph: [0, 1, 2, 3, 0],
+                  net.R_ph: np.ones(5, np.float32), g.lr_ph: 1e-9}
+            out = {}
+            for name, fn in (("copy_from_global", lambda: sess.run(net.copy_from_global)),
+                             ("update", lambda: sess.run(net.train, fd))):
+                for _ in range(10):
+                    fn()
+                t0 = time.perf_counter()
+                for _ in range(b.reps):
+                    fn()
+                out[name] = (time.perf_counter() - t0) / b.reps * 1e3
+            sess.close()
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
     n_params = sum(int(np.prod(v.shape)) for v in g.theta)
     return out, n_params
 
@@ -76,13 +78,22 @@ def end_to_end_fps(b, flags):
     p = subprocess.run([sys.executable, SCRIPT, "--env", b.env, "--max-steps", str(b.steps), "--eval-every", "0",
                         "--log-interval", "30", "--checkpoint-dir", f"/tmp/a3c_cluster_bench/ck{time.time_ns()}",
                         "--logdir", "/tmp/a3c_cluster_bench/tb", *flags], capture_output=True, text=True)
+    fps = frames_per_s(p.stdout)
+    if fps is None:
+        raise RuntimeError(p.stdout[-2000:] + p.stderr[-2000:])
+    return fps
+
+
+def frames_per_s(stdout):
+    """From a3c.py's RESULT lines: all workers' frames / the slowest worker's wall (None: no line).
+    With --workers the launcher prefixes each worker's lines with [worker i] and then repeats the
+    chief's RESULT line unprefixed: only the prefixed ones count, else the chief's is counted twice."""
+    lines = re.findall(r"^\[worker \d+\] RESULT .*$", stdout, re.M) or re.findall(r"^RESULT .*$", stdout, re.M)
     frames, wall = 0.0, 0.0
-    for m in re.finditer(r"RESULT .*?fps=(\d+) wall_s=([\d.]+)", p.stdout):
+    for m in (re.search(r"fps=(\d+) wall_s=([\d.]+)", line) for line in lines):
         frames += float(m.group(1)) * float(m.group(2))
         wall = max(wall, float(m.group(2)))
-    if not wall:
-        raise RuntimeError(p.stdout[-2000:] + p.stderr[-2000:])
-    return frames / wall
+    return frames / wall if wall else None
 
 
 def main():
