@@ -60,7 +60,7 @@ def fill_defaults(args, obs_shape):
 
 
 def parse_args(argv=None):
-    p = Parser(description=__doc__.split("\n")[0])
+    p = Parser(description=__doc__.split("\n")[0], allow_abbrev=False)  # --work 2 must not reach the workers
     p.add_argument("--env", default=None, help="gymnasium id (default Breakout-v0; for --play: the checkpoint's)")
     p.add_argument("--threads", type=int, default=8, help="actor-learner threads (paper: 16)")
     p.add_argument("--lstm", action="store_true", help="A3C LSTM: 256 LSTM cells after the torso (Section 8)")
@@ -265,11 +265,15 @@ def feed(net, s, state):
     return fd
 
 
+def learning_rate(args, T):
+    return args.lr * max(0.0, 1.0 - T / args.max_steps)  # annealed linearly to 0 over --max-steps
+
+
 def actor_learner(i, sess, net, g, env, args, shared, stop):
-    rng = np.random.default_rng(args.seed + i)
+    rng = np.random.default_rng(args.seed + shared.first + i)  # as thread i's env (first: this process's first)
     s, state = env.reset(), zero_state(args)               # state: the LSTM's (c, h), carried across rollouts
     while not stop.is_set() and shared.T < args.max_steps:
-        lr = args.lr * max(0.0, 1.0 - shared.T / args.max_steps)  # linear annealing to 0
+        lr = learning_rate(args, shared.T)
         with shared.cores:                                 # one rollout per core at a time (Shared, below)
             if args.partial_run:                           # same algorithm, the slides' way (below)
                 s = partial_run_rollout(sess, shared.pr[i], net, g, env, s, rng, lr, args, shared, i)
@@ -330,8 +334,8 @@ def partial_run_rollout(sess, pr, net, g, env, s, rng, lr, args, shared, i):
 class Shared:
     """What the threads share besides the graph: T as last read, frames per thread, finished games."""
 
-    def __init__(self, T, threads, prs=None):
-        self.T, self.frames, self.pr = T, [0] * threads, prs
+    def __init__(self, T, threads, prs=None, first=0):
+        self.T, self.frames, self.pr, self.first = T, [0] * threads, prs, first
         # At most one rollout per core at a time. The OS time-slices 8 threads on 2 cores anyway; slicing
         # at rollout boundaries keeps each thread's weights in cache: 8 threads ran 25 % faster (README).
         self.cores = threading.BoundedSemaphore(min(threads, len(os.sched_getaffinity(0))))
@@ -507,8 +511,8 @@ def train(args, cluster=None):
         time.sleep(0.5)
     sess.run(init_local)
     sess.graph.finalize()                                  # no op may be added from the threads by mistake
-    shared, stop, errors = Shared(int(sess.run(g.T)), args.threads, prs), threading.Event(), []
-    log = Log(tf, tf.summary.FileWriter(args.logdir) if chief else None, args, shared)
+    shared, stop, errors = Shared(int(sess.run(g.T)), args.threads, prs, first), threading.Event(), []
+    log = Log(tf, tf.summary.FileWriter(args.logdir) if chief else None, args, shared, learning_rate)
 
     def on_error(e):                                       # a thread that raises stops the run with its error
         errors.append(f"{e.thread.name} failed: {first_line(e.exc_value)}")
@@ -554,7 +558,10 @@ def train(args, cluster=None):
     for t in others:
         t.join()
     threading.excepthook = excepthook
-    if errors:
+    if errors:                                             # keep what the threads learnt, then stop with the error
+        if chief:
+            ignore_signals()
+            checkpoint()
         die(errors[0], 1)
     shared.T, wall = int(sess.run(g.T)), time.time() - log.t0
     if chief and args.eval_every and not interrupted:      # the final theta, scored the way papers score

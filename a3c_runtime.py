@@ -137,8 +137,8 @@ def prepare_checkpoint_dir(args):
 class Log:
     """Every --log-interval: TensorBoard scalars (charts/, losses/, eval/) and one key=value line."""
 
-    def __init__(self, tf, writer, args, shared):
-        self.tf, self.writer, self.args, self.shared = tf, writer, args, shared
+    def __init__(self, tf, writer, args, shared, learning_rate):
+        self.tf, self.writer, self.args, self.shared, self.learning_rate = tf, writer, args, shared, learning_rate
         self.recent, self.games, self.last_eval = collections.deque(maxlen=100), 0, float("nan")
         self.t0 = self.t = time.time()
         self.T0, self.frames = shared.T, 0
@@ -164,7 +164,7 @@ class Log:
             print(f"eval global_step={step} eval_return={mean:.2f} eval_std={std:.2f} episodes={args.eval_episodes}")
             self.scalars(eval_episodic_return=(mean, step), eval_episodic_return_std=(std, step))
         fps = (frames - self.frames) / max(now - self.t, 1e-9)
-        lr, mean = args.lr * max(0.0, 1.0 - T / args.max_steps), np.mean(self.recent) if self.recent else float("nan")
+        lr, mean = self.learning_rate(args, T), np.mean(self.recent) if self.recent else float("nan")
         stats = [sh.stats.popleft() for _ in range(len(sh.stats))]
         self.scalars(charts_fps=(fps, T), charts_lr=(lr, T), **{f"losses_{k}": (v, T) for k, v in zip(
             ["policy", "value", "entropy"], np.mean(stats, 0) if stats else [])})
@@ -293,7 +293,9 @@ def launch_local(script, argv, n_workers):
     for r in readers:
         r.join(5)
     if failed == "interrupted":
-        print("interrupted: the chief saved a checkpoint", file=sys.stderr, flush=True)
+        saved = "the chief saved a checkpoint" if workers[0].returncode == 0 else \
+            f"the chief exited with status {workers[0].returncode}: see its log above for its checkpoint"
+        print(f"interrupted: {saved}", file=sys.stderr, flush=True)
         return 0
     if failed or any(p.returncode != 0 for p in workers):
         die(failed or "a worker failed (see its log above)", 1)

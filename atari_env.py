@@ -153,6 +153,7 @@ class AtariEnv:
         if out["game_over"]:
             out.update(final_obs=obs, episode_return=self.episode_return, episode_length=self.episode_length)
             obs = self.reset()                              # autoreset in the same step
+            out["frames"] += max(0, self.frame_number - info["frame_number"])  # its no-ops and FIRE, as the vector path counts
         reward = float(np.sign(raw)) if self.training else raw  # clip to sign for training only
         return obs, reward, done, out
 
