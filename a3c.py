@@ -47,7 +47,8 @@ class Parser(argparse.ArgumentParser):
 
 
 def per_kind(name):
-    return f"(default: Atari CNN {DEFAULTS['cnn'][name]:g}, classic-control MLP {DEFAULTS['mlp'][name]:g})"
+    fmt = lambda v: f"{v:,}" if isinstance(v, int) else f"{v:g}"  # noqa: E731
+    return f"(default: Atari CNN {fmt(DEFAULTS['cnn'][name])}, classic-control MLP {fmt(DEFAULTS['mlp'][name])})"
 
 
 def fill_defaults(args, obs_shape):
@@ -62,21 +63,21 @@ def fill_defaults(args, obs_shape):
 def parse_args(argv=None):
     p = Parser(description=__doc__.split("\n")[0], allow_abbrev=False)  # --work 2 must not reach the workers
     p.add_argument("--env", default=None, help="gymnasium id (default Breakout-v0; for --play: the checkpoint's)")
-    p.add_argument("--threads", type=int, default=8, help="actor-learner threads (paper: 16)")
+    p.add_argument("--threads", type=int, default=8, help="actor-learner threads (default 8; paper: 16)")
     p.add_argument("--lstm", action="store_true", help="A3C LSTM: 256 LSTM cells after the torso (Section 8)")
     p.add_argument("--max-steps", type=int, help="global steps T (agent steps, all threads); the lr anneals to 0 "
                    "over them " + per_kind("max_steps") + "; the paper's day of Atari is about 80M")
-    p.add_argument("--t-max", type=int, default=5, help="steps per rollout before an update (paper: 5)")
+    p.add_argument("--t-max", type=int, default=5, help="steps per rollout before an update (default and paper: 5)")
     p.add_argument("--lr", type=float, help="initial RMSProp learning rate " + per_kind("lr") +
                    "; the paper samples LogUniform(1e-4, 1e-2), 7e-4 is the authors' value")
-    p.add_argument("--gamma", type=float, default=0.99, help="discount (paper: 0.99)")
-    p.add_argument("--beta", type=float, default=0.01, help="entropy bonus weight (paper: 0.01)")
+    p.add_argument("--gamma", type=float, default=0.99, help="discount (default and paper: 0.99)")
+    p.add_argument("--beta", type=float, default=0.01, help="entropy bonus weight (default and paper: 0.01)")
     p.add_argument("--value-coef", type=float, default=0.5,
-                   help="weight of the (R - V)^2 loss (paper: plain gradient = 1.0; authors' code: 0.5)")
-    p.add_argument("--max-grad-norm", type=float, default=40.0, help="clip each update to this global norm")
-    p.add_argument("--rms-decay", type=float, default=0.99, help="RMSProp decay (paper: 0.99)")
+                   help="weight of the (R - V)^2 loss (default 0.5, the authors'; Algorithm 3's plain gradient: 1.0)")
+    p.add_argument("--max-grad-norm", type=float, default=40.0, help="clip each update to this global norm (default 40, the authors')")
+    p.add_argument("--rms-decay", type=float, default=0.99, help="RMSProp decay (default and paper: 0.99)")
     p.add_argument("--rms-eps", type=float, help="RMSProp epsilon, inside the square root " + per_kind("rms_eps"))
-    p.add_argument("--seed", type=int, default=1, help="seeds TF, numpy and thread i's env with seed + i")
+    p.add_argument("--seed", type=int, default=1, help="seeds TF, and thread i's env and actions with seed + i (default 1)")
     p.add_argument("--vector-env", action=argparse.BooleanOptionalAction,
                    help="Atari: one ale_py AtariVectorEnv per thread (native preprocessing, releases the GIL); "
                         "default: on where it can run the id (a fixed frameskip), else the OpenCV path")
@@ -92,10 +93,10 @@ def parse_args(argv=None):
     p.add_argument("--checkpoint-dir", default=None, help="checkpoint dir (default checkpoints/<env>__<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --checkpoint-dir")
     p.add_argument("--overwrite", action="store_true", help="start afresh in a --checkpoint-dir that holds a run")
-    p.add_argument("--log-interval", type=float, default=5.0, help="seconds between stdout/TensorBoard logs")
-    p.add_argument("--save-interval", type=float, default=600.0, help="seconds between checkpoints")
+    p.add_argument("--log-interval", type=float, default=5.0, help="seconds between stdout/TensorBoard logs (default 5)")
+    p.add_argument("--save-interval", type=float, default=600.0, help="seconds between checkpoints (default 600)")
     p.add_argument("--play", metavar="CHECKPOINT_DIR", help="run a trained policy instead of training")
-    p.add_argument("--episodes", type=int, default=10, help="--play: full games to run")
+    p.add_argument("--episodes", type=int, default=10, help="--play: full games to run (default 10)")
     p.add_argument("--record", metavar="FILE.mp4", help="--play: write a video of the games")
     cl = p.add_argument_group("cluster mode (TensorFlow's parameter-server runtime; README)")
     cl.add_argument("--workers", type=int, help="start a ps and N worker processes on localhost and run them")
