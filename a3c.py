@@ -24,8 +24,8 @@ import types
 import numpy as np
 
 import atari_env
-from a3c_runtime import Log, check_meta, die, first_line, ignore_signals, launch_local, load_meta, open_video, \
-    parse_hosts, prepare_checkpoint_dir, quiet_stderr, save, warn  # machinery, kept out of the algorithm's way
+from a3c_runtime import Log, Parser, check_meta, die, first_line, ignore_signals, launch_local, load_meta, \
+    make_env_or_die, open_video, parse_hosts, prepare_checkpoint_dir, quiet_stderr, save, warn  # machinery
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 with quiet_stderr():
@@ -39,11 +39,6 @@ tf.disable_v2_behavior()  # placeholders, Session, partial_run, v1 optimizers, a
 DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=1e-5, max_steps=80_000_000, eval_every=250_000, eval_episodes=10),
             "mlp": dict(lr=3e-3, rms_eps=0.1, max_steps=500_000, eval_every=25_000, eval_episodes=20)}
 CELLS = 256  # LSTM cells (Section 8)
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage block
-        die(message)
 
 
 def per_kind(name):
@@ -399,15 +394,6 @@ def session(args, target="", config=None):
     config.intra_op_parallelism_threads, config.inter_op_parallelism_threads = 1, max(2, args.threads + 1)
     with quiet_stderr():                                   # "failed call to cuInit" on machines without a GPU
         return Session(target, config=config)
-
-
-def make_env_or_die(env_id, seed, **kw):
-    try:
-        return atari_env.make_env(env_id, seed, **kw)
-    except atari_env.EnvError as e:
-        die(str(e))
-    except Exception as e:  # noqa: BLE001 -- e.g. a missing optional dependency (MuJoCo, Box2D)
-        die(f"cannot make {env_id}: {first_line(e)}")
 
 
 def restore(sess, saver, meta):

@@ -2,6 +2,7 @@
 scalars, video, and the launcher that runs a parameter-server cluster on this machine.
 
 Nothing here changes what A3C computes; a3c.py reads top to bottom without it."""
+import argparse
 import collections
 import contextlib
 import json
@@ -17,6 +18,8 @@ import time
 
 import numpy as np
 
+import atari_env
+
 
 @contextlib.contextmanager
 def quiet_stderr():
@@ -31,6 +34,20 @@ def quiet_stderr():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        die(message)
+
+
+def make_env_or_die(env_id, seed, **kw):
+    try:
+        return atari_env.make_env(env_id, seed, **kw)
+    except atari_env.EnvError as e:
+        die(str(e))
+    except Exception as e:  # noqa: BLE001 -- e.g. a missing optional dependency (MuJoCo, Box2D)
+        die(f"cannot make {env_id}: {first_line(e)}")
 
 
 def die(msg, code=2):
