@@ -28,8 +28,11 @@ from a3c_runtime import Log, Parser, check_meta, die, first_line, ignore_signals
     make_env_or_die, open_video, parse_hosts, prepare_checkpoint_dir, quiet_stderr, save, warn  # machinery
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-with quiet_stderr():
-    import tensorflow.compat.v1 as tf
+try:
+    with quiet_stderr():
+        import tensorflow.compat.v1 as tf
+except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads: nothing has started, nothing to save
+    sys.exit(130)
 tf.logging.set_verbosity(tf.logging.ERROR)  # partial_run & co. are "deprecated" but present in TF 2.21
 tf.disable_v2_behavior()  # placeholders, Session, partial_run, v1 optimizers, as in the slides
 
