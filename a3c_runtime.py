@@ -67,8 +67,12 @@ def ignore_signals():
 
 
 def first_line(e):
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0][:160]}" if text else type(e).__name__
+    """'Type: message' on one line. TensorFlow's errors start with 'Graph execution error:', then the
+    node and where it was defined; the line that says what went wrong comes after those."""
+    text = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    if text and text[0].startswith("Graph execution error"):
+        text = [ln for ln in text if not ln.startswith((" ", "\t", "Graph execution", "Detected at", "Node:"))] or text
+    return f"{type(e).__name__}: {text[0][:240]}" if text else type(e).__name__
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -1622,6 +1622,22 @@ def test_cluster_bench_counts_each_workers_frames_once():
     assert a3c_cluster.frames_per_s("a3c.py: error: boom\n") is None
 
 
+def test_thread_error_line_names_tensorflows_cause():
+    """A failing thread's one-line error: for TF's 'Graph execution error:' the line with the cause,
+    not the header (a cluster worker once stopped with only 'AbortedError: Graph execution error:')."""
+    import a3c_runtime
+    import tensorflow.compat.v1 as tf
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [None])
+        with tf.control_dependencies([tf.debugging.assert_positive(x, message="x must be positive")]):
+            y = tf.identity(x)
+        with tf.Session() as sess, pytest.raises(tf.errors.InvalidArgumentError) as e:
+            sess.run(y, {x: [-1.0]})
+    line = a3c_runtime.first_line(e.value)
+    assert line.startswith("InvalidArgumentError: assertion failed: [x must be positive") and "\n" not in line, line
+    assert a3c_runtime.first_line(ValueError("bad\nmore")) == "ValueError: bad"
+
+
 def test_cluster_worker_death_stops_the_run(tmp_path):
     import signal
     import time
