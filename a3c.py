@@ -25,7 +25,7 @@ import numpy as np
 
 import atari_env
 from a3c_runtime import Log, Parser, check_meta, die, first_line, ignore_signals, launch_local, load_meta, \
-    make_env_or_die, open_video, parse_hosts, prepare_checkpoint_dir, quiet_stderr, save, warn  # machinery
+    make_env_or_die, open_video, parse_hosts, prepare_checkpoint_dir, quiet_stderr, retry_aborted, save, warn  # machinery
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 try:
@@ -509,7 +509,8 @@ def train(args, cluster=None):
         stop.set()
 
     threading.excepthook, excepthook = on_error, threading.excepthook
-    learners = [threading.Thread(target=actor_learner, args=(i, sess, nets[i], g, envs[i], args, shared, stop),
+    target = retry_aborted(actor_learner, tf.errors.AbortedError) if cluster else actor_learner  # gRPC hiccups
+    learners = [threading.Thread(target=target, args=(i, sess, nets[i], g, envs[i], args, shared, stop),
                                  name=f"actor-learner {first + i}", daemon=True) for i in range(args.threads)]
     others = [threading.Thread(target=evaluator, name="evaluator", daemon=True, args=(
         sess, evaluator_net, make_env_or_die(args.env, args.seed + 10_000, training=False, **env_kw),

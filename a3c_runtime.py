@@ -71,9 +71,26 @@ def first_line(e):
     node and where it was defined; the line that says what went wrong comes after those."""
     text = [ln for ln in str(e).strip().splitlines() if ln.strip()]
     if text and text[0].startswith("Graph execution error"):
-        text = [ln for ln in text if not ln.startswith((" ", "\t", "Graph execution", "Detected at", "Node:"))] or text
+        text = [ln for ln in text if not ln.startswith((" ", "\t", "Graph execution", "Detected at", "Node:", "From /job:"))] or text
     return f"{type(e).__name__}: {text[0][:240]}" if text else type(e).__name__
 
+
+
+def retry_aborted(actor_learner, aborted_error):
+    """Cluster mode: TensorFlow may abort one step of a gRPC session (AbortedError), a passing failure
+    that its MonitoredSession retries too; the thread then starts a fresh rollout. Aborting again within
+    10 s (a restarted ps: its graphs are gone) and any other error still stop the run."""
+    def run(*args):
+        last = 0.0
+        while True:
+            try:
+                return actor_learner(*args)
+            except aborted_error as e:
+                if time.time() - last < 10:
+                    raise
+                last = time.time()
+                warn(f"{threading.current_thread().name}: {first_line(e)}; it starts a fresh rollout")
+    return run
 
 # ---------------------------------------------------------------- checkpoints
 # <dir>/step-<T>/model.*  +  <dir>/latest.json (env, obs shape, actions, network, T, dir).

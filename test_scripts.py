@@ -1638,6 +1638,28 @@ def test_thread_error_line_names_tensorflows_cause():
     assert a3c_runtime.first_line(ValueError("bad\nmore")) == "ValueError: bad"
 
 
+def test_cluster_thread_retries_one_aborted_step_but_not_a_second_soon_after(capsys):
+    import a3c_runtime
+
+    class Aborted(Exception):
+        pass
+
+    calls = []
+
+    def learner(*args):                                    # aborts on its first call, returns on its second
+        calls.append(args)
+        if len(calls) == 1:
+            raise Aborted("Graph execution error:\nFrom /job:worker/replica:0/task:1:\nthe cause")
+        return "done"
+    assert a3c_runtime.retry_aborted(learner, Aborted)(1, 2) == "done" and calls == [(1, 2), (1, 2)]
+    assert "Aborted: the cause; it starts a fresh rollout" in capsys.readouterr().err
+
+    def always(*args):
+        raise Aborted("again")
+    with pytest.raises(Aborted):                           # a second abort within 10 s stops the thread
+        a3c_runtime.retry_aborted(always, Aborted)()
+
+
 def test_cluster_worker_death_stops_the_run(tmp_path):
     import signal
     import time
