@@ -588,7 +588,9 @@ def cluster_main(args, argv):
             f"(got {args.task_index})")
     me = f"/job:{args.job_name}/task:{args.task_index}"
     # Without device filters a worker waits for every other worker, and the ps dials workers that are not up.
-    config = tf.ConfigProto(device_filters=["/job:ps"] if args.job_name == "ps" else ["/job:ps", me])
+    # A step that hangs in gRPC (seen on an overloaded machine) raises after 60 s instead of blocking for ever.
+    config = tf.ConfigProto(device_filters=["/job:ps"] if args.job_name == "ps" else ["/job:ps", me],
+                            operation_timeout_in_ms=60_000)
     server = tf.distribute.Server(tf.train.ClusterSpec(hosts), args.job_name, args.task_index, config=config)
     if args.job_name == "ps":                              # serves until its process ends: TF has no shutdown
         while True:

@@ -79,14 +79,14 @@ def first_line(e):
 def retry_aborted(actor_learner, aborted_error):
     """Cluster mode: TensorFlow may abort one step of a gRPC session (AbortedError), a passing failure
     that its MonitoredSession retries too; the thread then starts a fresh rollout. Aborting again within
-    10 s (a restarted ps: its graphs are gone) and any other error still stop the run."""
+    5 minutes (a restarted ps: its graphs are gone) and any other error still stop the run."""
     def run(*args):
-        last = 0.0
+        last = -1e9
         while True:
             try:
                 return actor_learner(*args)
             except aborted_error as e:
-                if time.time() - last < 10:
+                if time.time() - last < 300:
                     raise
                 last = time.time()
                 warn(f"{threading.current_thread().name}: {first_line(e)}; it starts a fresh rollout")

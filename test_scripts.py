@@ -1656,7 +1656,7 @@ def test_cluster_thread_retries_one_aborted_step_but_not_a_second_soon_after(cap
 
     def always(*args):
         raise Aborted("again")
-    with pytest.raises(Aborted):                           # a second abort within 10 s stops the thread
+    with pytest.raises(Aborted):                           # a second abort within 5 minutes stops the thread
         a3c_runtime.retry_aborted(always, Aborted)()
 
 
