@@ -386,17 +386,23 @@ def evaluator(sess, net, env, args, shared, stop):
 class Session(tf.Session):
     """Runs every graph in the calling thread (RunOptions.inter_op_thread_pool = -1): for these small
     graphs the hand-over to TF's own pool cost more CPU than the ops (README: speed). One op is never
-    split over cores (intra-op 1): the actor-learner threads keep the cores busy."""
+    split over cores (intra-op 1): the actor-learner threads keep the cores busy. A cluster session
+    keeps TF's pool (in gRPC's threads the inline runs hung localhost clusters) and gives up on a
+    step after 60 s."""
+    options = tf.RunOptions(inter_op_thread_pool=-1)
 
     def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
-        return super().run(fetches, feed_dict, options or tf.RunOptions(inter_op_thread_pool=-1), run_metadata)
+        return super().run(fetches, feed_dict, options or self.options, run_metadata)
 
 
 def session(args, target="", config=None):
     config = config or tf.ConfigProto()
     config.intra_op_parallelism_threads, config.inter_op_parallelism_threads = 1, max(2, args.threads + 1)
     with quiet_stderr():                                   # "failed call to cuInit" on machines without a GPU
-        return Session(target, config=config)
+        sess = Session(target, config=config)
+    if target:
+        sess.options = tf.RunOptions(timeout_in_ms=60_000)
+    return sess
 
 
 def restore(sess, saver, meta):
@@ -588,9 +594,7 @@ def cluster_main(args, argv):
             f"(got {args.task_index})")
     me = f"/job:{args.job_name}/task:{args.task_index}"
     # Without device filters a worker waits for every other worker, and the ps dials workers that are not up.
-    # A step that hangs in gRPC (seen on an overloaded machine) raises after 60 s instead of blocking for ever.
-    config = tf.ConfigProto(device_filters=["/job:ps"] if args.job_name == "ps" else ["/job:ps", me],
-                            operation_timeout_in_ms=60_000)
+    config = tf.ConfigProto(device_filters=["/job:ps"] if args.job_name == "ps" else ["/job:ps", me])
     server = tf.distribute.Server(tf.train.ClusterSpec(hosts), args.job_name, args.task_index, config=config)
     if args.job_name == "ps":                              # serves until its process ends: TF has no shutdown
         while True:

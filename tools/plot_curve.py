@@ -28,7 +28,7 @@ def main():
     p.add_argument("--out", default="curve.png", help="PNG to write (default curve.png)")
     p.add_argument("--frames-per-step", type=float, default=4, help="emulator frames per agent step (4 on Atari)")
     p.add_argument("--random", type=float, help="the random policy's score, drawn as a dashed line")
-    p.add_argument("--title", default=None)
+    p.add_argument("--title", default=None, help="plot title (default: the logdirs)")
     a = p.parse_args()
     import matplotlib
     matplotlib.use("Agg")
