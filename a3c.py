@@ -386,23 +386,17 @@ def evaluator(sess, net, env, args, shared, stop):
 class Session(tf.Session):
     """Runs every graph in the calling thread (RunOptions.inter_op_thread_pool = -1): for these small
     graphs the hand-over to TF's own pool cost more CPU than the ops (README: speed). One op is never
-    split over cores (intra-op 1): the actor-learner threads keep the cores busy. A cluster session
-    keeps TF's pool (in gRPC's threads the inline runs hung localhost clusters) and gives up on a
-    step after 60 s."""
-    options = tf.RunOptions(inter_op_thread_pool=-1)
+    split over cores (intra-op 1): the actor-learner threads keep the cores busy."""
 
     def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
-        return super().run(fetches, feed_dict, options or self.options, run_metadata)
+        return super().run(fetches, feed_dict, options or tf.RunOptions(inter_op_thread_pool=-1), run_metadata)
 
 
 def session(args, target="", config=None):
     config = config or tf.ConfigProto()
     config.intra_op_parallelism_threads, config.inter_op_parallelism_threads = 1, max(2, args.threads + 1)
     with quiet_stderr():                                   # "failed call to cuInit" on machines without a GPU
-        sess = Session(target, config=config)
-    if target:
-        sess.options = tf.RunOptions(timeout_in_ms=60_000)
-    return sess
+        return Session(target, config=config)
 
 
 def restore(sess, saver, meta):

@@ -280,6 +280,9 @@ def _die_with_parent():
 def launch_local(script, argv, n_workers):
     """--workers N: a ps and N workers on free localhost ports, logs prefixed, all stopped together.
     The ps has no shutdown: it runs until this launcher kills it, after the chief's last save."""
+    interrupted = threading.Event()
+    for s in (signal.SIGINT, signal.SIGTERM):              # a flag, not KeyboardInterrupt, which could strike while
+        signal.signal(s, lambda *_: interrupted.set())     # the processes or their log readers are being started
     ps_port, *worker_ports = free_ports(n_workers + 1)
     common = [sys.executable, script, *_strip(argv, "--workers"), "--ps-hosts", f"localhost:{ps_port}",
               "--worker-hosts", ",".join(f"localhost:{p}" for p in worker_ports)]
@@ -303,18 +306,16 @@ def launch_local(script, argv, n_workers):
     readers = [threading.Thread(target=stream, args=(n,), daemon=True) for n in names]
     for r in readers:
         r.start()
-    workers = [procs[n] for n in names[1:]]
-    failed = None
-    try:
-        while any(p.poll() is None for p in workers):
-            for name in names:
-                code = procs[name].poll()
-                if code not in (None, 0) or (name == "ps" and code is not None):
-                    failed = failed or f"{name} exited with status {code}: {last_line[name][:200]}"
-            if failed:
-                break
-            time.sleep(0.2)
-    except KeyboardInterrupt:
+    workers, failed = [procs[n] for n in names[1:]], None
+    while any(p.poll() is None for p in workers) and not interrupted.is_set():
+        for name in names:
+            code = procs[name].poll()
+            if code not in (None, 0) or (name == "ps" and code is not None):
+                failed = failed or f"{name} exited with status {code}: {last_line[name][:200]}"
+        if failed:
+            break
+        time.sleep(0.2)
+    if interrupted.is_set():
         failed = "interrupted"
     ignore_signals()                                       # a second Ctrl-C must not kill the chief mid-save
     for p in workers:                                      # the chief saves a checkpoint on SIGTERM
