@@ -25,7 +25,8 @@ import numpy as np
 
 import atari_env
 from a3c_runtime import Log, Parser, check_meta, die, first_line, ignore_signals, launch_local, load_meta, \
-    make_env_or_die, open_video, parse_hosts, prepare_checkpoint_dir, quiet_stderr, retry_aborted, save, warn  # machinery
+    make_env_or_die, open_video, parse_hosts, prepare_checkpoint_dir, quiet_stderr, retry_aborted, save, \
+    warn  # machinery
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 try:

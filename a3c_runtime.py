@@ -71,9 +71,9 @@ def first_line(e):
     node and where it was defined; the line that says what went wrong comes after those."""
     text = [ln for ln in str(e).strip().splitlines() if ln.strip()]
     if text and text[0].startswith("Graph execution error"):
-        text = [ln for ln in text if not ln.startswith((" ", "\t", "Graph execution", "Detected at", "Node:", "From /job:"))] or text
+        header = (" ", "\t", "Graph execution", "Detected at", "Node:", "From /job:")
+        text = [ln for ln in text if not ln.startswith(header)] or text
     return f"{type(e).__name__}: {text[0][:240]}" if text else type(e).__name__
-
 
 
 def retry_aborted(actor_learner, aborted_error):
@@ -91,6 +91,7 @@ def retry_aborted(actor_learner, aborted_error):
                 last = time.time()
                 warn(f"{threading.current_thread().name}: {first_line(e)}; it starts a fresh rollout")
     return run
+
 
 # ---------------------------------------------------------------- checkpoints
 # <dir>/step-<T>/model.*  +  <dir>/latest.json (env, obs shape, actions, network, T, dir).
