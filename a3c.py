@@ -337,7 +337,7 @@ class Shared:
     def __init__(self, T, threads, prs=None, first=0):
         self.T, self.frames, self.pr, self.first = T, [0] * threads, prs, first
         # At most one rollout per core at a time. The OS time-slices 8 threads on 2 cores anyway; slicing
-        # at rollout boundaries keeps each thread's weights in cache: 8 threads ran 25 % faster (README).
+        # at rollout boundaries means fewer threads contend for the GIL at once (measured: README, speed).
         self.cores = threading.BoundedSemaphore(min(threads, len(os.sched_getaffinity(0))))
         self.games, self.stats, self.evals = collections.deque(), collections.deque(), collections.deque()
 
