@@ -230,7 +230,8 @@ def open_video(path, env, env_id):
         frame = env.render()
     except Exception as e:  # noqa: BLE001 -- classic control renders with pygame, an optional install
         die(f"--record cannot render {env_id}: {first_line(e)}")
-    video = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 15, (frame.shape[1], frame.shape[0]))
+    with quiet_stderr():                                   # OpenCV prints its own C++ error for a bad path
+        video = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 15, (frame.shape[1], frame.shape[0]))
     if not video.isOpened():
         die(f"--record cannot write {path}: not a writable path, or not a video type OpenCV encodes (use .mp4)")
     return video

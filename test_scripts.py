@@ -1363,6 +1363,8 @@ def test_breakout_smoke_checkpoint_resume_play(tmp_path, capsys, env, flags):
     else:
         for bad in (str(tmp_path / "no" / "such" / "dir" / "x.mp4"), str(tmp_path / "x.unknown")):
             assert "--record cannot write" in _main_error(capsys, "--play", ck, "--record", bad)
+        p = run_a3c("--play", ck, "--record", str(tmp_path / "x.unknown"))  # OpenCV's own C++ message goes to fd 2
+        assert p.returncode == 2 and "Assertion failed" not in p.stderr and "--record cannot write" in p.stderr, p.stderr
 
 
 def test_interrupt_saves_checkpoint_and_exits(tmp_path):
