@@ -26,7 +26,7 @@ import numpy as np
 import atari_env
 from a3c_runtime import Log, Parser, check_meta, die, first_line, ignore_signals, launch_local, load_meta, \
     make_env_or_die, open_video, parse_hosts, prepare_checkpoint_dir, quiet_stderr, retry_aborted, save, \
-    warn  # machinery
+    stall_watchdog, warn  # machinery
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 try:
@@ -103,6 +103,9 @@ def parse_args(argv=None):
     cl.add_argument("--worker-hosts", help="host:port,host:port... of the workers (worker 0 is the chief)")
     cl.add_argument("--job-name", choices=["ps", "worker"], help="what this process is")
     cl.add_argument("--task-index", type=int, help="this process's index within its job")
+    cl.add_argument("--stall-timeout", type=float, default=300.0, help="seconds without an update before a "
+                    "worker exits with status 3; --workers then restarts all from the last checkpoint "
+                    "(default 300, 0 = never)")
     args = p.parse_args(argv)
     at_least_1, positive = (lambda x: x >= 1, ">= 1"), (lambda x: x > 0, "> 0")
     for name, (ok, valid) in dict(threads=at_least_1, t_max=at_least_1, max_steps=at_least_1, workers=at_least_1,
@@ -110,7 +113,8 @@ def parse_args(argv=None):
                                   max_grad_norm=positive, save_interval=positive, gamma=(lambda x: 0 <= x <= 1, "in [0, 1]"),
                                   rms_decay=(lambda x: 0 <= x < 1, "in [0, 1)"), beta=(lambda x: x >= 0, ">= 0"),
                                   value_coef=(lambda x: x >= 0, ">= 0"), eval_every=(lambda x: x >= 0, ">= 0 (0 = off)"),
-                                  log_interval=(lambda x: x >= 0.1, ">= 0.1 (seconds)")).items():
+                                  log_interval=(lambda x: x >= 0.1, ">= 0.1 (seconds)"),
+                                  stall_timeout=(lambda x: x >= 0, ">= 0 (0 = never)")).items():
         if getattr(args, name) is not None and not ok(getattr(args, name)):
             die(f"--{name.replace('_', '-')} must be {valid} (got {getattr(args, name)})")
     if args.partial_run and args.lstm:
@@ -463,14 +467,18 @@ def main(argv=None):
             signal.signal(s, handler)
 
 
-def train(args, cluster=None):
+def fill_dirs(args):
     args.env = args.env or "Breakout-v0"
-    if args.vector_env is None:                            # the GIL-free env path wherever it can run the id
-        args.vector_env = atari_env.vector_ok(args.env)
-    chief, first = cluster is None or cluster.chief, cluster.task_index * args.threads if cluster else 0
     tag = f"{args.env.replace('/', '_')}__{args.seed}"
     args.checkpoint_dir = args.checkpoint_dir or os.path.join("checkpoints", tag)
     args.logdir = args.logdir or os.path.join("runs", f"{tag}__{int(time.time())}")
+
+
+def train(args, cluster=None):
+    fill_dirs(args)
+    if args.vector_env is None:                            # the GIL-free env path wherever it can run the id
+        args.vector_env = atari_env.vector_ok(args.env)
+    chief, first = cluster is None or cluster.chief, cluster.task_index * args.threads if cluster else 0
     env_kw = dict(vector=args.vector_env, fire_reset=args.fire_reset)
     envs = [make_env_or_die(args.env, args.seed + first + i, **env_kw) for i in range(args.threads)]  # thread i
     obs_shape, n_actions = envs[0].observation_space.shape, int(envs[0].action_space.n)
@@ -498,6 +506,7 @@ def train(args, cluster=None):
         sess.run(init_global)
         if saved:
             restore(sess, saver, saved)
+            print(f"resumed {args.checkpoint_dir} at global_step={sess.run(g.T)}", flush=True)
     while sess.run(uninitialized).size:                    # a non-chief worker waits for the chief
         time.sleep(0.5)
     sess.run(init_local)
@@ -518,6 +527,9 @@ def train(args, cluster=None):
         args, shared, stop))] if chief and args.eval_every else []
     for t in learners + others:
         t.start()
+    if cluster and args.stall_timeout:                     # TF's gRPC runtime can block for good (README)
+        threading.Thread(target=stall_watchdog, args=(shared, args.stall_timeout, learners,
+                         f"worker {cluster.task_index}"), name="watchdog", daemon=True).start()
 
     def checkpoint():                                      # theta, theta_v, T, RMSProp's slots; atomic
         try:
@@ -582,7 +594,9 @@ def cluster_main(args, argv):
     if args.workers:
         if args.job_name or args.ps_hosts or args.worker_hosts:
             die("--workers launches its own cluster on this machine; drop --job-name/--ps-hosts/--worker-hosts")
-        return launch_local(os.path.abspath(__file__), argv, args.workers)
+        fill_dirs(args)                                    # the same dirs for every worker and every restart
+        argv = [*argv, "--checkpoint-dir", args.checkpoint_dir, "--logdir", args.logdir]
+        return launch_local(os.path.abspath(__file__), argv, args.workers, args.checkpoint_dir)
     hosts = {"ps": parse_hosts(args.ps_hosts, "--ps-hosts"), "worker": parse_hosts(args.worker_hosts, "--worker-hosts")}
     if args.task_index is None or not 0 <= args.task_index < len(hosts[args.job_name]):
         die(f"--task-index must be 0..{len(hosts[args.job_name]) - 1} for --job-name {args.job_name} "

@@ -93,6 +93,24 @@ def retry_aborted(actor_learner, aborted_error):
     return run
 
 
+STALLED = 3  # exit status of a worker whose updates stopped; the --workers launcher then restarts the cluster
+
+
+def stall_watchdog(shared, timeout, learners, who):
+    """Cluster mode: TF 2.21's gRPC runtime can leave a worker's session.run calls blocked for good
+    (README: known problem). No update for `timeout` s while a learner thread is alive: one error line,
+    and exit status STALLED (blocked threads cannot be joined); the --workers launcher then restarts."""
+    seen, since = shared.T, time.time()
+    while any(t.is_alive() for t in learners):             # also after a stop: they must finish their rollout
+        time.sleep(1.0)
+        if shared.T != seen:
+            seen, since = shared.T, time.time()
+        elif time.time() - since > timeout:
+            print(f"a3c.py: error: {who}: no update for {timeout:g} s: stalled in TensorFlow's gRPC runtime "
+                  f"(README); continue with --resume", file=sys.stderr, flush=True)
+            os._exit(STALLED)
+
+
 # ---------------------------------------------------------------- checkpoints
 # <dir>/step-<T>/model.*  +  <dir>/latest.json (env, obs shape, actions, network, T, dir).
 def writable_dir(path, flag):
@@ -279,10 +297,34 @@ def _die_with_parent():
         pass
 
 
-def launch_local(script, argv, n_workers):
+def launch_local(script, argv, n_workers, checkpoint_dir=None, restarts=5):
     """--workers N: a ps and N workers on free localhost ports, logs prefixed, all stopped together.
-    The ps has no shutdown: it runs until this launcher kills it, after the chief's last save."""
+    The ps has no shutdown: it runs until this launcher kills it, after the chief's last save.
+    A worker that stalls (exit status STALLED) makes it restart them all from the chief's last
+    checkpoint (--resume), up to `restarts` times."""
     interrupted = threading.Event()
+    for attempt in range(restarts + 1):
+        failed, stalled, chief, result = _run_cluster(script, argv, n_workers, interrupted)
+        can_resume = checkpoint_dir and os.path.exists(os.path.join(checkpoint_dir, "latest.json"))
+        if not (stalled and can_resume and attempt < restarts and not interrupted.is_set()):
+            break
+        warn(f"{failed}; restarting the cluster from the last checkpoint ({attempt + 1} of {restarts})")
+        argv = [a for a in argv if a not in ("--resume", "--overwrite")] + ["--resume"]
+    if failed == "interrupted":
+        saved = "the chief saved a checkpoint" if chief.returncode == 0 else \
+            f"the chief exited with status {chief.returncode}: see its log above for its checkpoint"
+        print(f"interrupted: {saved}", file=sys.stderr, flush=True)
+        return 0
+    if failed:
+        die(failed, 1)
+    if result:
+        print(result[-1], flush=True)                      # the chief's RESULT line, last
+    return 0
+
+
+def _run_cluster(script, argv, n_workers, interrupted):
+    """Start a ps and n_workers workers, wait until the workers end, one fails, or Ctrl-C; stop them all.
+    Returns (what failed or None, whether that was a stall, the chief's process, the chief's RESULT lines)."""
     for s in (signal.SIGINT, signal.SIGTERM):              # a flag, not KeyboardInterrupt, which could strike while
         signal.signal(s, lambda *_: interrupted.set())     # the processes or their log readers are being started
     ps_port, *worker_ports = free_ports(n_workers + 1)
@@ -308,15 +350,20 @@ def launch_local(script, argv, n_workers):
     readers = [threading.Thread(target=stream, args=(n,), daemon=True) for n in names]
     for r in readers:
         r.start()
-    workers, failed = [procs[n] for n in names[1:]], None
-    while any(p.poll() is None for p in workers) and not interrupted.is_set():
+    workers = [procs[n] for n in names[1:]]
+
+    def first_failure():                                   # (what, whether it stalled), or None
         for name in names:
             code = procs[name].poll()
             if code not in (None, 0) or (name == "ps" and code is not None):
-                failed = failed or f"{name} exited with status {code}: {last_line[name][:200]}"
-        if failed:
-            break
+                time.sleep(0.2)                            # let its reader print its last line
+                return f"{name} exited with status {code}: {last_line[name][:200]}", code == STALLED
+
+    failed = None
+    while not failed and any(p.poll() is None for p in workers) and not interrupted.is_set():
         time.sleep(0.2)
+        failed = first_failure()
+    failed, stalled = failed or first_failure() or (None, False)
     if interrupted.is_set():
         failed = "interrupted"
     ignore_signals()                                       # a second Ctrl-C must not kill the chief mid-save
@@ -333,13 +380,4 @@ def launch_local(script, argv, n_workers):
     procs["ps"].wait()
     for r in readers:
         r.join(5)
-    if failed == "interrupted":
-        saved = "the chief saved a checkpoint" if workers[0].returncode == 0 else \
-            f"the chief exited with status {workers[0].returncode}: see its log above for its checkpoint"
-        print(f"interrupted: {saved}", file=sys.stderr, flush=True)
-        return 0
-    if failed or any(p.returncode != 0 for p in workers):
-        die(failed or "a worker failed (see its log above)", 1)
-    if result:
-        print(result[-1], flush=True)                      # the chief's RESULT line, last
-    return 0
+    return failed, stalled, workers[0], result

@@ -1679,3 +1679,36 @@ def test_cluster_worker_death_stops_the_run(tmp_path):
     assert time.time() - t0 < 60
     _one_line_error(subprocess.CompletedProcess([], p.returncode, out, err), "worker 1 exited with status -9")
     assert not _alive(str(ck))
+
+
+def test_cluster_stalled_ps_makes_the_launcher_restart_from_the_checkpoint(tmp_path):
+    """A ps that stops answering (SIGSTOP here; TF's gRPC runtime has left long runs blocked the same
+    way, README): each worker's watchdog exits with status 3 after --stall-timeout, and the launcher
+    restarts the cluster with --resume, so T goes on from the chief's last checkpoint."""
+    ck = tmp_path / "ck"
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "a3c.py"), "--env", "CartPole-v1", "--workers", "2",
+                          "--threads", "1", "--eval-every", "0", "--log-interval", "0.5", "--save-interval", "1",
+                          "--stall-timeout", "3", "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb")],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    lines = iter(p.stdout)
+    for line in lines:                                     # train until the chief has saved
+        if line.startswith("[worker 0] global_step=") and (ck / "latest.json").exists():
+            break
+    ps = subprocess.run(["pgrep", "-f", f"{ck} .*--job-name ps"], capture_output=True, text=True).stdout.split()
+    os.kill(int(ps[0]), signal.SIGSTOP)
+    T_saved, seen = None, []
+    for line in lines:
+        seen.append(line)
+        if line.startswith("[worker 0] resumed "):
+            T_saved = int(line.split("global_step=")[1])
+        elif T_saved is not None and line.startswith("[worker 0] global_step="):
+            if int(line.split("global_step=")[1].split()[0]) > T_saved:
+                break                                      # the restarted cluster trains on from the checkpoint
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=180)
+    assert T_saved is not None, "".join(seen)[-3000:] + err
+    stalled = [ln for ln in seen if "a3c.py: error: worker" in ln]
+    assert stalled and "no update for 3 s: stalled in TensorFlow's gRPC runtime" in stalled[0], "".join(seen)[-3000:]
+    assert "restarting the cluster from the last checkpoint (1 of 5)" in err, err
+    assert p.returncode == 0 and "Traceback" not in err, err
+    assert not _alive(str(ck))
