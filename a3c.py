@@ -24,8 +24,8 @@ import types
 import numpy as np
 
 import atari_env
-from a3c_runtime import Log, Parser, check_meta, die, first_line, ignore_signals, launch_local, load_meta, \
-    make_env_or_die, open_video, parse_hosts, prepare_checkpoint_dir, quiet_stderr, retry_aborted, save, \
+from a3c_runtime import Log, Parser, check_meta, check_ranges, die, first_line, ignore_signals, launch_local, \
+    load_meta, make_env_or_die, open_video, parse_hosts, prepare_checkpoint_dir, quiet_stderr, retry_aborted, save, \
     stall_watchdog, warn  # machinery
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -107,18 +107,7 @@ def parse_args(argv=None):
                     "worker exits with status 3; --workers then restarts all from the last checkpoint "
                     "(default 300, 0 = never)")
     args = p.parse_args(argv)
-    at_least_1, positive = (lambda x: x >= 1, ">= 1"), (lambda x: x > 0, "> 0")
-    for name, (ok, valid) in dict(threads=at_least_1, t_max=at_least_1, max_steps=at_least_1, workers=at_least_1,
-                                  episodes=at_least_1, eval_episodes=at_least_1, lr=positive, rms_eps=positive,
-                                  max_grad_norm=positive, save_interval=positive, gamma=(lambda x: 0 <= x <= 1, "in [0, 1]"),
-                                  rms_decay=(lambda x: 0 <= x < 1, "in [0, 1)"), beta=(lambda x: x >= 0, ">= 0"),
-                                  value_coef=(lambda x: x >= 0, ">= 0"), eval_every=(lambda x: x >= 0, ">= 0 (0 = off)"),
-                                  log_interval=(lambda x: x >= 0.1, ">= 0.1 (seconds)"),
-                                  stall_timeout=(lambda x: x >= 0, ">= 0 (0 = never)")).items():
-        if getattr(args, name) is not None and not ok(getattr(args, name)):
-            die(f"--{name.replace('_', '-')} must be {valid} (got {getattr(args, name)})")
-    if args.partial_run and args.lstm:
-        die("--partial-run is for the feed-forward network; drop it or --lstm")
+    check_ranges(args)                                     # a bad value: one line naming its flag
     return args
 
 
@@ -604,7 +593,11 @@ def cluster_main(args, argv):
     me = f"/job:{args.job_name}/task:{args.task_index}"
     # Without device filters a worker waits for every other worker, and the ps dials workers that are not up.
     config = tf.ConfigProto(device_filters=["/job:ps"] if args.job_name == "ps" else ["/job:ps", me])
-    server = tf.distribute.Server(tf.train.ClusterSpec(hosts), args.job_name, args.task_index, config=config)
+    try:
+        with quiet_stderr():                               # "failed call to cuInit" on machines without a GPU
+            server = tf.distribute.Server(tf.train.ClusterSpec(hosts), args.job_name, args.task_index, config=config)
+    except tf.errors.OpError as e:                         # e.g. the port is taken
+        die(f"cannot start this {args.job_name}'s server at {hosts[args.job_name][args.task_index]}: {first_line(e)}")
     if args.job_name == "ps":                              # serves until its process ends: TF has no shutdown
         while True:
             time.sleep(3600)

@@ -41,6 +41,22 @@ class Parser(argparse.ArgumentParser):
         die(message)
 
 
+def check_ranges(args):
+    """a3c.py's flags: a value out of range gets one line naming the flag."""
+    at_least_1, positive = (lambda x: x >= 1, ">= 1"), (lambda x: x > 0, "> 0")
+    for name, (ok, valid) in dict(threads=at_least_1, t_max=at_least_1, max_steps=at_least_1, workers=at_least_1,
+                                  episodes=at_least_1, eval_episodes=at_least_1, lr=positive, rms_eps=positive,
+                                  max_grad_norm=positive, save_interval=positive, gamma=(lambda x: 0 <= x <= 1, "in [0, 1]"),
+                                  rms_decay=(lambda x: 0 <= x < 1, "in [0, 1)"), beta=(lambda x: x >= 0, ">= 0"),
+                                  value_coef=(lambda x: x >= 0, ">= 0"), eval_every=(lambda x: x >= 0, ">= 0 (0 = off)"),
+                                  log_interval=(lambda x: x >= 0.1, ">= 0.1 (seconds)"),
+                                  stall_timeout=(lambda x: x >= 0, ">= 0 (0 = never)")).items():
+        if getattr(args, name) is not None and not ok(getattr(args, name)):
+            die(f"--{name.replace('_', '-')} must be {valid} (got {getattr(args, name)})")
+    if args.partial_run and args.lstm:
+        die("--partial-run is for the feed-forward network; drop it or --lstm")
+
+
 def make_env_or_die(env_id, seed, **kw):
     try:
         return atari_env.make_env(env_id, seed, **kw)

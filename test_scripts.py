@@ -1466,6 +1466,7 @@ def _main_error(capsys, *argv):
     (["--log-interval", "0"], "--log-interval must be >= 0.1"),
     (["--episodes", "0"], "--episodes must be >= 1"),
     (["--eval-every", "-5"], "--eval-every must be >= 0"),
+    (["--stall-timeout", "-1"], "--stall-timeout must be >= 0"),
     (["--threads", "two"], "invalid int value"),
     (["--lstm", "--partial-run"], "--partial-run is for the feed-forward network"),
     (["--job-name", "worker", "--ps-hosts", "localhost:2222", "--worker-hosts", "localhost:2223"], "--task-index must be 0..0"),
@@ -1712,3 +1713,14 @@ def test_cluster_stalled_ps_makes_the_launcher_restart_from_the_checkpoint(tmp_p
     assert "restarting the cluster from the last checkpoint (1 of 5)" in err, err
     assert p.returncode == 0 and "Traceback" not in err, err
     assert not _alive(str(ck))
+
+
+def test_cluster_port_in_use_one_line(capsys):
+    import socket
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        msg = _main_error(capsys, "--env", "CartPole-v1", "--job-name", "ps", "--task-index", "0",
+                          "--ps-hosts", f"localhost:{port}", "--worker-hosts", "localhost:1")
+    assert f"cannot start this ps's server at localhost:{port}" in msg, msg
