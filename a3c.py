@@ -26,7 +26,7 @@ import numpy as np
 import atari_env
 from a3c_runtime import Log, Parser, check_meta, check_ranges, die, first_line, ignore_signals, launch_local, \
     load_meta, make_env_or_die, open_video, parse_hosts, prepare_checkpoint_dir, quiet_stderr, retry_aborted, save, \
-    stall_watchdog, warn  # machinery
+    stall_watchdog, warn, RESTART  # machinery
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 try:
@@ -503,12 +503,17 @@ def train(args, cluster=None):
     shared, stop, errors = Shared(int(sess.run(g.T)), args.threads, prs, first), threading.Event(), []
     log = Log(tf, tf.summary.FileWriter(args.logdir) if chief else None, args, shared, learning_rate)
 
+    # TF's gRPC runtime can fail a step in cluster mode (README: known problem): such a thread retries once,
+    # and a worker it fails again exits with status RESTART, which the --workers launcher answers with a restart.
+    grpc_errors = (tf.errors.AbortedError, tf.errors.CancelledError, tf.errors.UnavailableError)
+
     def on_error(e):                                       # a thread that raises stops the run with its error
-        errors.append(f"{e.thread.name} failed: {first_line(e.exc_value)}")
+        code = RESTART if cluster and isinstance(e.exc_value, grpc_errors) else 1
+        errors.append((f"{e.thread.name} failed: {first_line(e.exc_value)}", code))
         stop.set()
 
     threading.excepthook, excepthook = on_error, threading.excepthook
-    target = retry_aborted(actor_learner, tf.errors.AbortedError) if cluster else actor_learner  # gRPC hiccups
+    target = retry_aborted(actor_learner, grpc_errors) if cluster else actor_learner
     learners = [threading.Thread(target=target, args=(i, sess, nets[i], g, envs[i], args, shared, stop),
                                  name=f"actor-learner {first + i}", daemon=True) for i in range(args.threads)]
     others = [threading.Thread(target=evaluator, name="evaluator", daemon=True, args=(
@@ -555,7 +560,7 @@ def train(args, cluster=None):
         if chief:
             ignore_signals()
             checkpoint()
-        die(errors[0], 1)
+        die(*errors[0])
     shared.T, wall = int(sess.run(g.T)), time.time() - log.t0
     if chief and args.eval_every and not interrupted:      # the final theta, scored the way papers score
         try:

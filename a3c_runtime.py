@@ -85,7 +85,7 @@ def ignore_signals():
 def first_line(e):
     """'Type: message' on one line. TensorFlow's errors start with 'Graph execution error:', then the
     node and where it was defined; the line that says what went wrong comes after those."""
-    text = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    text = [ln for ln in str(e).strip().splitlines() if any(c.isalnum() for c in ln)]  # no "=====" rules
     if text and text[0].startswith("Graph execution error"):
         header = (" ", "\t", "Graph execution", "Detected at", "Node:", "From /job:")
         text = [ln for ln in text if not ln.startswith(header)] or text
@@ -93,9 +93,9 @@ def first_line(e):
 
 
 def retry_aborted(actor_learner, aborted_error):
-    """Cluster mode: TensorFlow may abort one step of a gRPC session (AbortedError), a passing failure
-    that its MonitoredSession retries too; the thread then starts a fresh rollout. Aborting again within
-    5 minutes (a restarted ps: its graphs are gone) and any other error still stop the run."""
+    """Cluster mode: TensorFlow's gRPC runtime may abort or cancel one step (AbortedError and the
+    like, `aborted_error`), a passing failure that its MonitoredSession retries too; the thread then
+    starts a fresh rollout. The same again within 5 minutes, or any other error, ends the thread."""
     def run(*args):
         last = -1e9
         while True:
@@ -109,13 +109,13 @@ def retry_aborted(actor_learner, aborted_error):
     return run
 
 
-STALLED = 3  # exit status of a worker whose updates stopped; the --workers launcher then restarts the cluster
+RESTART = 3  # exit status of a worker that TF's gRPC runtime failed (stalled, or errors twice); --workers restarts
 
 
 def stall_watchdog(shared, timeout, learners, who):
     """Cluster mode: TF 2.21's gRPC runtime can leave a worker's session.run calls blocked for good
     (README: known problem). No update for `timeout` s while a learner thread is alive: one error line,
-    and exit status STALLED (blocked threads cannot be joined); the --workers launcher then restarts."""
+    and exit status RESTART (blocked threads cannot be joined); the --workers launcher then restarts."""
     seen, since = shared.T, time.time()
     while any(t.is_alive() for t in learners):             # also after a stop: they must finish their rollout
         time.sleep(1.0)
@@ -124,7 +124,7 @@ def stall_watchdog(shared, timeout, learners, who):
         elif time.time() - since > timeout:
             print(f"a3c.py: error: {who}: no update for {timeout:g} s: stalled in TensorFlow's gRPC runtime "
                   f"(README); continue with --resume", file=sys.stderr, flush=True)
-            os._exit(STALLED)
+            os._exit(RESTART)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -316,8 +316,8 @@ def _die_with_parent():
 def launch_local(script, argv, n_workers, checkpoint_dir=None, restarts=5):
     """--workers N: a ps and N workers on free localhost ports, logs prefixed, all stopped together.
     The ps has no shutdown: it runs until this launcher kills it, after the chief's last save.
-    A worker that stalls (exit status STALLED) makes it restart them all from the chief's last
-    checkpoint (--resume), up to `restarts` times."""
+    A worker that TF's gRPC runtime failed (exit status RESTART) makes it restart them all from the
+    chief's last checkpoint (--resume), up to `restarts` times."""
     interrupted = threading.Event()
     for attempt in range(restarts + 1):
         failed, stalled, chief, result = _run_cluster(script, argv, n_workers, interrupted)
@@ -373,7 +373,7 @@ def _run_cluster(script, argv, n_workers, interrupted):
             code = procs[name].poll()
             if code not in (None, 0) or (name == "ps" and code is not None):
                 time.sleep(0.2)                            # let its reader print its last line
-                return f"{name} exited with status {code}: {last_line[name][:200]}", code == STALLED
+                return f"{name} exited with status {code}: {last_line[name][:200]}", code == RESTART
 
     failed = None
     while not failed and any(p.poll() is None for p in workers) and not interrupted.is_set():

@@ -1639,6 +1639,8 @@ def test_thread_error_line_names_tensorflows_cause():
     line = a3c_runtime.first_line(e.value)
     assert line.startswith("InvalidArgumentError: assertion failed: [x must be positive") and "\n" not in line, line
     assert a3c_runtime.first_line(ValueError("bad\nmore")) == "ValueError: bad"
+    # a cluster worker once stopped with only 'CancelledError: ====================='
+    assert a3c_runtime.first_line(RuntimeError("=====================\nthe cause")) == "RuntimeError: the cause"
 
 
 def test_cluster_thread_retries_one_aborted_step_but_not_a_second_soon_after(capsys):
