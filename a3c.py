@@ -8,6 +8,7 @@ gamma = 0.99, beta = 0.01, shared RMSProp, the LSTM agent).
     python a3c.py --env Breakout-v0 --threads 8
     python a3c.py --env CartPole-v1                          # classic control: MLP defaults, 500k steps
     python a3c.py --env CartPole-v1 --lstm                   # A3C LSTM
+    python a3c.py --env Acrobot-v1 --value-torso own         # V with a torso of its own (README)
     python a3c.py --play checkpoints/CartPole-v1__1 --episodes 10
     python a3c.py --env PongNoFrameskip-v4 --workers 2 --threads 4   # parameter-server cluster on localhost
 README.md has the results, the deviations from the paper and the multi-machine commands.
@@ -53,6 +54,8 @@ def per_kind(name):
 def fill_defaults(args, obs_shape):
     """The defaults that depend on the network: the CNN for Atari frames, the MLP for vectors."""
     kind = "cnn" if len(obs_shape) == 3 else "mlp"
+    if args.value_torso == "own" and (kind == "cnn" or args.lstm):
+        die("--value-torso own is for the feed-forward MLP (vector observations, no --lstm)")
     for name, value in DEFAULTS[kind].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -64,6 +67,8 @@ def parse_args(argv=None):
     p.add_argument("--env", default=None, help="gymnasium id (default Breakout-v0; for --play: the checkpoint's)")
     p.add_argument("--threads", type=int, default=8, help="actor-learner threads (default 8; paper: 16)")
     p.add_argument("--lstm", action="store_true", help="A3C LSTM: 256 LSTM cells after the torso (Section 8)")
+    p.add_argument("--value-torso", choices=["shared", "own"], default="shared", help="classic-control MLP: V "
+                   "shares pi's torso (default, as the paper's networks do) or has its own (Acrobot needs it; README)")
     p.add_argument("--max-steps", type=int, help="global steps T (agent steps, all threads); the lr anneals to 0 "
                    "over them " + per_kind("max_steps") + "; the paper's day of Atari is about 80M")
     p.add_argument("--t-max", type=int, default=5, help="steps per rollout before an update (default and paper: 5)")
@@ -143,7 +148,7 @@ def lstm(x, state):
     return h[:, 0], (c[-1], h[-1])
 
 
-def network(s, n_actions, state=None):
+def network(s, n_actions, state=None, own_v=False):
     """s [n, 84, 84, 4] uint8 (Atari) or [n, d] float32 -> logits [n, A], V [n], next LSTM state.
     Variables come from the enclosing scope: a second call with reuse shares them."""
     if s.dtype == tf.uint8:
@@ -155,8 +160,11 @@ def network(s, n_actions, state=None):
         x = dense(dense(s, 64, "fc1", tf.tanh), 64, "fc2", tf.tanh)  # [n, 64]
     if state is not None:                                  # A3C LSTM
         x, state = lstm(x, state)                          # [n, 256]
+    # pi and V share the torso, as in the paper; --value-torso own gives the MLP's V one of its own,
+    # with which Acrobot learns (README: Results)
+    x_v = dense(dense(s, 64, "v_fc1", tf.tanh), 64, "v_fc2", tf.tanh) if own_v else x
     logits = dense(x, n_actions, "pi", tf.identity, tf.random_normal_initializer(stddev=0.01))  # theta: torso + pi
-    v = dense(x, 1, "v", tf.identity)[:, 0]                # theta_v: torso + v (the torso is shared)
+    v = dense(x_v, 1, "v", tf.identity)[:, 0]              # theta_v: torso (shared or own) + v
     return logits, v, state if state is not None else ()  # () = no recurrent state to carry
 
 
@@ -171,7 +179,7 @@ def build_global(obs_shape, n_actions, args):
     """theta, theta_v; the global step T; RMSProp whose statistics all threads share (Section 4)."""
     with tf.variable_scope("global"):
         s_ph, state_ph = placeholders(obs_shape, args.lstm)
-        network(s_ph, n_actions, state_ph)
+        network(s_ph, n_actions, state_ph, args.value_torso == "own")
         T = tf.get_variable("T", [], tf.int64, tf.zeros_initializer(), trainable=False)
         lr_ph = tf.placeholder(tf.float32, [], "lr")      # fed each update: linear annealing to 0
         # One optimizer applied to the global variables from every thread = shared statistics.
@@ -184,7 +192,7 @@ def build_local(scope, g, obs_shape, n_actions, args, learner=True):
     """A thread's theta', theta'_v: acting ([1, ...]) and, for a learner, the update from a rollout's states."""
     with tf.variable_scope(scope):
         s_ph, state_ph = placeholders(obs_shape, args.lstm)
-        logits, v, state = network(s_ph, n_actions, state_ph)
+        logits, v, state = network(s_ph, n_actions, state_ph, args.value_torso == "own")
         theta_local = tf.trainable_variables(scope + "/")
         copy_from_global = tf.group(*[l.assign(w) for l, w in zip(theta_local, g.theta)])  # theta' <- theta
         net = types.SimpleNamespace(s_ph=s_ph, state_ph=state_ph, pi=tf.nn.softmax(logits), v=v, state=state,
@@ -224,7 +232,7 @@ def build_partial_run(scope, g, obs_shape, n_actions, args):
     partial_run keeps the forward passes that chose the actions and the update reuses them."""
     with tf.variable_scope(scope, reuse=True):
         s = [placeholders(obs_shape, False, 1)[0] for _ in range(args.t_max + 1)]
-        out = [network(s_k, n_actions) for s_k in s]
+        out = [network(s_k, n_actions, None, args.value_torso == "own") for s_k in s]
         pr = types.SimpleNamespace(s=s, pi=[tf.nn.softmax(lg) for lg, _, _ in out[:-1]], v_boot=out[-1][1],
                                    a_ph=tf.placeholder(tf.int32, [args.t_max]), R_ph=tf.placeholder(tf.float32, [args.t_max]),
                                    mask_ph=tf.placeholder(tf.float32, [args.t_max]))  # 0: padding after a terminal
@@ -405,6 +413,7 @@ def play(args):
     meta = load_meta(args.play)
     env_id = args.env or meta["env"]
     args.lstm = args.lstm or meta["lstm"]                  # a mismatch is refused by check_meta
+    args.value_torso = meta.get("value_torso", "shared")
     args.fire_reset = meta.get("fire_reset", True) and args.fire_reset
     env = make_env_or_die(env_id, args.seed, training=False, render=bool(args.record), fire_reset=args.fire_reset)
     obs_shape, n_actions = env.observation_space.shape, int(env.action_space.n)
@@ -472,10 +481,10 @@ def train(args, cluster=None):
     envs = [make_env_or_die(args.env, args.seed + first + i, **env_kw) for i in range(args.threads)]  # thread i
     obs_shape, n_actions = envs[0].observation_space.shape, int(envs[0].action_space.n)
     meta = dict(env=args.env, obs_shape=list(obs_shape), n_actions=n_actions, network=fill_defaults(args, obs_shape),
-                lstm=args.lstm, fire_reset=args.fire_reset)
+                lstm=args.lstm, fire_reset=args.fire_reset, value_torso=args.value_torso)
     saved, mine = prepare_checkpoint_dir(args) if chief else (None, [])  # mine: the step dir this run may replace
     if saved:
-        check_meta(saved, args.checkpoint_dir, args.env, obs_shape, n_actions, args.lstm)
+        check_meta(saved, args.checkpoint_dir, args.env, obs_shape, n_actions, args.lstm, args.value_torso)
     print(atari_env.describe(args.env, args.vector_env, args.fire_reset), flush=True)
 
     tf.set_random_seed(args.seed)

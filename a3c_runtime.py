@@ -182,13 +182,16 @@ def load_meta(ckpt_dir):
     return meta
 
 
-def check_meta(meta, ckpt_dir, env_id, obs_shape, n_actions, lstm):
+def check_meta(meta, ckpt_dir, env_id, obs_shape, n_actions, lstm, value_torso=None):
     if meta["env"] != env_id or tuple(meta["obs_shape"]) != tuple(obs_shape) or meta["n_actions"] != n_actions:
         die(f"checkpoint {ckpt_dir} is for {meta['env']} (obs {tuple(meta['obs_shape'])}, {meta['n_actions']} "
             f"actions), not {env_id}")
     if meta["lstm"] != lstm:
         die(f"checkpoint {ckpt_dir} holds {'an LSTM' if meta['lstm'] else 'a feed-forward'} network; "
             f"{'add' if meta['lstm'] else 'drop'} --lstm")
+    if value_torso and meta.get("value_torso", "shared") != value_torso:
+        die(f"checkpoint {ckpt_dir} holds a network with --value-torso {meta.get('value_torso', 'shared')}; "
+            f"resume it with that")
 
 
 def prepare_checkpoint_dir(args):

@@ -1726,3 +1726,18 @@ def test_cluster_port_in_use_one_line(capsys):
         msg = _main_error(capsys, "--env", "CartPole-v1", "--job-name", "ps", "--task-index", "0",
                           "--ps-hosts", f"localhost:{port}", "--worker-hosts", "localhost:1")
     assert f"cannot start this ps's server at localhost:{port}" in msg, msg
+
+
+def test_value_torso_own_trains_plays_and_is_refused_where_it_does_not_apply(tmp_path, capsys):
+    """--value-torso own (V with its own MLP torso): the checkpoint says so, --play rebuilds that
+    network, --resume with the other torso is refused, and Atari or --lstm get one line."""
+    ck = str(tmp_path / "ck")
+    common = ["--env", "CartPole-v1", "--threads", "2", "--eval-every", "0", "--checkpoint-dir", ck, "--logdir", str(tmp_path)]
+    res = result(_main_ok(capsys, *common, "--max-steps", "2000", "--value-torso", "own"))
+    assert int(res["global_step"]) >= 2000
+    assert json.loads(open(os.path.join(ck, "latest.json")).read())["value_torso"] == "own"
+    assert result(_main_ok(capsys, "--play", ck, "--episodes", "2"))["episodes"] == "2"
+    assert "--value-torso own; resume it with that" in _main_error(capsys, *common, "--max-steps", "3000", "--resume")
+    for flags in (["--env", "Breakout-v0"], ["--env", "CartPole-v1", "--lstm"]):
+        msg = _main_error(capsys, *flags, "--value-torso", "own", "--checkpoint-dir", str(tmp_path / "x"), "--logdir", str(tmp_path))
+        assert "--value-torso own is for the feed-forward MLP" in msg, msg
