@@ -189,9 +189,9 @@ def check_meta(meta, ckpt_dir, env_id, obs_shape, n_actions, lstm, value_torso=N
     if meta["lstm"] != lstm:
         die(f"checkpoint {ckpt_dir} holds {'an LSTM' if meta['lstm'] else 'a feed-forward'} network; "
             f"{'add' if meta['lstm'] else 'drop'} --lstm")
-    if value_torso and meta.get("value_torso", "shared") != value_torso:
-        die(f"checkpoint {ckpt_dir} holds a network with --value-torso {meta.get('value_torso', 'shared')}; "
-            f"resume it with that")
+    saved_torso = meta.get("value_torso", "shared")        # checkpoints from before the flag: shared
+    if value_torso and saved_torso != value_torso:
+        die(f"checkpoint {ckpt_dir} holds a network with --value-torso {saved_torso}; resume it with that")
 
 
 def prepare_checkpoint_dir(args):
@@ -323,9 +323,9 @@ def launch_local(script, argv, n_workers, checkpoint_dir=None, restarts=5):
     chief's last checkpoint (--resume), up to `restarts` times."""
     interrupted = threading.Event()
     for attempt in range(restarts + 1):
-        failed, stalled, chief, result = _run_cluster(script, argv, n_workers, interrupted)
+        failed, restart, chief, result = _run_cluster(script, argv, n_workers, interrupted)
         can_resume = checkpoint_dir and os.path.exists(os.path.join(checkpoint_dir, "latest.json"))
-        if not (stalled and can_resume and attempt < restarts and not interrupted.is_set()):
+        if not (restart and can_resume and attempt < restarts and not interrupted.is_set()):
             break
         warn(f"{failed}; restarting the cluster from the last checkpoint ({attempt + 1} of {restarts})")
         argv = [a for a in argv if a not in ("--resume", "--overwrite")] + ["--resume"]
@@ -343,7 +343,7 @@ def launch_local(script, argv, n_workers, checkpoint_dir=None, restarts=5):
 
 def _run_cluster(script, argv, n_workers, interrupted):
     """Start a ps and n_workers workers, wait until the workers end, one fails, or Ctrl-C; stop them all.
-    Returns (what failed or None, whether that was a stall, the chief's process, the chief's RESULT lines)."""
+    Returns (what failed or None, whether it asked for a restart, the chief's process, its RESULT lines)."""
     for s in (signal.SIGINT, signal.SIGTERM):              # a flag, not KeyboardInterrupt, which could strike while
         signal.signal(s, lambda *_: interrupted.set())     # the processes or their log readers are being started
     ps_port, *worker_ports = free_ports(n_workers + 1)
@@ -371,18 +371,18 @@ def _run_cluster(script, argv, n_workers, interrupted):
         r.start()
     workers = [procs[n] for n in names[1:]]
 
-    def first_failure():                                   # (what, whether it stalled), or None
+    def first_failure():                                   # (what, whether it asks for a restart), or None
         for name in names:
             code = procs[name].poll()
             if code not in (None, 0) or (name == "ps" and code is not None):
                 time.sleep(0.2)                            # let its reader print its last line
                 return f"{name} exited with status {code}: {last_line[name][:200]}", code == RESTART
 
-    failed = None
-    while not failed and any(p.poll() is None for p in workers) and not interrupted.is_set():
+    failure = None
+    while not failure and any(p.poll() is None for p in workers) and not interrupted.is_set():
         time.sleep(0.2)
-        failed = first_failure()
-    failed, stalled = failed or first_failure() or (None, False)
+        failure = first_failure()
+    failed, restart = failure or first_failure() or (None, False)
     if interrupted.is_set():
         failed = "interrupted"
     ignore_signals()                                       # a second Ctrl-C must not kill the chief mid-save
@@ -399,4 +399,4 @@ def _run_cluster(script, argv, n_workers, interrupted):
     procs["ps"].wait()
     for r in readers:
         r.join(5)
-    return failed, stalled, workers[0], result
+    return failed, restart, workers[0], result
