@@ -574,7 +574,7 @@ def train(args, cluster=None):
     if chief and args.eval_every and not interrupted:      # the final theta, scored the way papers score
         try:
             sess.run(evaluator_net.copy_from_global)
-            env = make_env_or_die(args.env, args.seed + 20_000, training=False, **env_kw)
+            env = make_env_or_die(args.env, args.seed, training=False, **env_kw)  # seeded as --play seeds its games
             scores = play_games(sess, evaluator_net, env, args.eval_episodes, np.random.default_rng(args.seed), args)
             shared.evals.append((shared.T, float(np.mean(scores)), float(np.std(scores))))
         except KeyboardInterrupt:                          # Ctrl-C skips the evaluation, not the save
