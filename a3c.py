@@ -25,9 +25,9 @@ import types
 import numpy as np
 
 import atari_env
-from a3c_runtime import Log, Parser, check_meta, check_ranges, die, first_line, ignore_signals, launch_local, \
-    load_meta, make_env_or_die, open_video, parse_hosts, prepare_checkpoint_dir, quiet_stderr, retry_aborted, save, \
-    stall_watchdog, warn, RESTART  # machinery
+from a3c_runtime import Log, Parser, check_meta, check_ranges, die, first_line, ignore_signals, join_cluster, \
+    launch_local, load_meta, make_env_or_die, open_video, prepare_checkpoint_dir, quiet_stderr, retry_aborted, \
+    save, stall_watchdog, warn, RESTART  # machinery
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 try:
@@ -600,25 +600,7 @@ def cluster_main(args, argv):
         fill_dirs(args)                                    # the same dirs for every worker and every restart
         argv = [*argv, "--checkpoint-dir", args.checkpoint_dir, "--logdir", args.logdir]
         return launch_local(os.path.abspath(__file__), argv, args.workers, args.checkpoint_dir)
-    hosts = {"ps": parse_hosts(args.ps_hosts, "--ps-hosts"), "worker": parse_hosts(args.worker_hosts, "--worker-hosts")}
-    if args.task_index is None or not 0 <= args.task_index < len(hosts[args.job_name]):
-        die(f"--task-index must be 0..{len(hosts[args.job_name]) - 1} for --job-name {args.job_name} "
-            f"(got {args.task_index})")
-    me = f"/job:{args.job_name}/task:{args.task_index}"
-    # Without device filters a worker waits for every other worker, and the ps dials workers that are not up.
-    config = tf.ConfigProto(device_filters=["/job:ps"] if args.job_name == "ps" else ["/job:ps", me])
-    try:
-        with quiet_stderr():                               # "failed call to cuInit" on machines without a GPU
-            server = tf.distribute.Server(tf.train.ClusterSpec(hosts), args.job_name, args.task_index, config=config)
-    except tf.errors.OpError as e:                         # e.g. the port is taken
-        die(f"cannot start this {args.job_name}'s server at {hosts[args.job_name][args.task_index]}: {first_line(e)}")
-    if args.job_name == "ps":                              # serves until its process ends: TF has no shutdown
-        while True:
-            time.sleep(3600)
-    cluster = types.SimpleNamespace(chief=args.task_index == 0, task_index=args.task_index, target=server.target,
-                                    config=config, worker_device=me,  # theta, T, slots on the ps (round-robin):
-                                    ps_device=tf.train.replica_device_setter(len(hosts["ps"]), worker_device=me))
-    return train(args, cluster)
+    return train(args, join_cluster(tf, args))             # a ps serves in join_cluster until it is stopped
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 
 import numpy as np
 
@@ -284,6 +285,29 @@ def parse_hosts(text, flag):
     if not hosts:
         die(f"{flag} is required with --job-name (host:port[,host:port...])")
     return hosts
+
+
+def join_cluster(tf, args):
+    """Start this process's TF server (--job-name, --task-index). A ps serves until its process ends
+    (TF has no shutdown); a worker gets what train() needs to place and run its graph."""
+    hosts = {"ps": parse_hosts(args.ps_hosts, "--ps-hosts"), "worker": parse_hosts(args.worker_hosts, "--worker-hosts")}
+    if args.task_index is None or not 0 <= args.task_index < len(hosts[args.job_name]):
+        die(f"--task-index must be 0..{len(hosts[args.job_name]) - 1} for --job-name {args.job_name} "
+            f"(got {args.task_index})")
+    me = f"/job:{args.job_name}/task:{args.task_index}"
+    # Without device filters a worker waits for every other worker, and the ps dials workers that are not up.
+    config = tf.ConfigProto(device_filters=["/job:ps"] if args.job_name == "ps" else ["/job:ps", me])
+    try:
+        with quiet_stderr():                               # "failed call to cuInit" on machines without a GPU
+            server = tf.distribute.Server(tf.train.ClusterSpec(hosts), args.job_name, args.task_index, config=config)
+    except tf.errors.OpError as e:                         # e.g. the port is taken
+        die(f"cannot start this {args.job_name}'s server at {hosts[args.job_name][args.task_index]}: {first_line(e)}")
+    if args.job_name == "ps":
+        while True:
+            time.sleep(3600)
+    return types.SimpleNamespace(chief=args.task_index == 0, task_index=args.task_index, target=server.target,
+                                 config=config, worker_device=me,  # theta, T, slots on the ps (round-robin):
+                                 ps_device=tf.train.replica_device_setter(len(hosts["ps"]), worker_device=me))
 
 
 def free_ports(n):
