@@ -368,6 +368,8 @@ def train(sess, model, data, cfg, rng, writer, prefix=""):
     n = len(split.answers)
     linear_start, linear_epochs, prev_val_loss, epoch, main_epoch = cfg.ls, 0, np.inf, 0, 0
     while main_epoch < cfg.epochs:
+        if SIGNALS.received:  # the handler's KeyboardInterrupt can be lost (Python drops one raised in a __del__)
+            raise KeyboardInterrupt
         epoch += 1
         if linear_start:
             linear_epochs += 1
@@ -787,7 +789,8 @@ def load_tf(cfg):
 class Signals:
     """SIGINT and SIGTERM raise KeyboardInterrupt, installed explicitly: a background job of a
     non-interactive shell starts with SIGINT ignored, and SIGTERM would kill without saving.
-    Only the first signal interrupts; inside held() (a save) it waits until the block ends."""
+    Only the first signal interrupts; inside held() (a save) it waits until the block ends. train()
+    also checks `received` each epoch, in case Python dropped the KeyboardInterrupt."""
 
     def __init__(self):
         self.received, self.holding, self.active, self.previous = None, False, True, {}
