@@ -44,6 +44,7 @@ tf.disable_v2_behavior()  # placeholders, Session, partial_run, v1 optimizers, a
 DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=1e-5, max_steps=80_000_000, eval_every=250_000, eval_episodes=10),
             "mlp": dict(lr=3e-3, rms_eps=0.1, max_steps=500_000, eval_every=25_000, eval_episodes=20)}
 CELLS = 256  # LSTM cells (Section 8)
+PLAY_SEED = 20_000  # --play and the final evaluation: games apart from thread i's (seed + i), the same in both
 
 
 def per_kind(name):
@@ -415,7 +416,8 @@ def play(args):
     args.lstm = args.lstm or meta["lstm"]                  # a mismatch is refused by check_meta
     args.value_torso = meta.get("value_torso", "shared")
     args.fire_reset = meta.get("fire_reset", True) and args.fire_reset
-    env = make_env_or_die(env_id, args.seed, training=False, render=bool(args.record), fire_reset=args.fire_reset)
+    env = make_env_or_die(env_id, args.seed + PLAY_SEED, training=False, render=bool(args.record),
+                          fire_reset=args.fire_reset)
     obs_shape, n_actions = env.observation_space.shape, int(env.action_space.n)
     check_meta(meta, args.play, env_id, obs_shape, n_actions, args.lstm)
     video = open_video(args.record, env, env_id) if args.record else None
@@ -436,7 +438,7 @@ def play(args):
             scores.append(info["episode_return"])
             print(f"episode={len(scores)} return={scores[-1]:.1f} length={info['episode_length']}", flush=True)
 
-    play_games(sess, net, env, args.episodes, np.random.default_rng(args.seed), args, on_step=on_step)
+    play_games(sess, net, env, args.episodes, np.random.default_rng(args.seed + PLAY_SEED), args, on_step=on_step)
     if video is not None:
         video.release()
     print(f"RESULT env={env_id} episodes={len(scores)} mean_return={np.mean(scores):.2f} "
@@ -574,8 +576,9 @@ def train(args, cluster=None):
     if chief and args.eval_every and not interrupted:      # the final theta, scored the way papers score
         try:
             sess.run(evaluator_net.copy_from_global)
-            env = make_env_or_die(args.env, args.seed, training=False, **env_kw)  # seeded as --play seeds its games
-            scores = play_games(sess, evaluator_net, env, args.eval_episodes, np.random.default_rng(args.seed), args)
+            env = make_env_or_die(args.env, args.seed + PLAY_SEED, training=False, **env_kw)  # as --play seeds them
+            rng = np.random.default_rng(args.seed + PLAY_SEED)
+            scores = play_games(sess, evaluator_net, env, args.eval_episodes, rng, args)
             shared.evals.append((shared.T, float(np.mean(scores)), float(np.std(scores))))
         except KeyboardInterrupt:                          # Ctrl-C skips the evaluation, not the save
             print("interrupted: saving checkpoint", file=sys.stderr, flush=True)

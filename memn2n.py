@@ -808,6 +808,7 @@ class Signals:
     def uninstall(self):
         for s, handler in self.previous.items():
             signal.signal(s, handler)
+        self.received = None                                       # an in-process caller's next run starts clean
 
     @contextlib.contextmanager
     def held(self):

@@ -795,6 +795,8 @@ def test_a_signal_whose_interrupt_python_dropped_still_stops_training(trained, g
         assert time.time() - t0 < 5
     finally:
         memn2n.SIGNALS.uninstall()
+        sess.close()
+    assert memn2n.SIGNALS.received is None                               # uninstall leaves no stale signal behind
 
 
 # --------------------------------------------------------------------------- signals
@@ -1353,7 +1355,7 @@ def test_cartpole_defaults_learn_evaluate_log_and_play(tmp_path, capsys):
     evals = [(int(t), float(r)) for t, r in re.findall(r"^eval global_step=(\d+) eval_return=(\S+)", out, re.M)]
     assert max(r for _, r in evals) >= 50, out[-1500:]
     assert re.search(r"^global_step=\d+ progress=\d+\.\d% eta=\S+ fps=", out, re.M)
-    assert len(evals) >= 3 and evals[0][0] >= 10000 and evals[-1] == (int(res["global_step"]), float(res["eval_return"]))
+    assert len(evals) >= 2 and evals[0][0] >= 10000 and evals[-1] == (int(res["global_step"]), float(res["eval_return"]))
     tags = events(tb)
     for tag in ["charts/episodic_return", "charts/episodic_length", "charts/fps", "charts/lr",
                 "losses/policy", "losses/value", "losses/entropy", "eval/episodic_return", "eval/episodic_return_std"]:
