@@ -368,8 +368,7 @@ def train(sess, model, data, cfg, rng, writer, prefix=""):
     n = len(split.answers)
     linear_start, linear_epochs, prev_val_loss, epoch, main_epoch = cfg.ls, 0, np.inf, 0, 0
     while main_epoch < cfg.epochs:
-        if SIGNALS.received:  # the handler's KeyboardInterrupt can be lost (Python drops one raised in a __del__)
-            raise KeyboardInterrupt
+        SIGNALS.stop_if_received()
         epoch += 1
         if linear_start:
             linear_epochs += 1
@@ -383,6 +382,7 @@ def train(sess, model, data, cfg, rng, writer, prefix=""):
         # batches without replacement; the last partial batch waits for the next shuffle (the
         # official code instead draws every batch at random, with replacement)
         for i in range(0, n - cfg.batch_size + 1, cfg.batch_size):
+            SIGNALS.stop_if_received()
             b = order[i:i + cfg.batch_size]
             _, loss, pred = sess.run([model.train_op, model.loss, model.prediction],
                                      feed(model, stories[b], split.questions[b], split.answers[b], V))
@@ -574,7 +574,8 @@ def train_and_save(cfg, sess, model, data, meta, run_dir, save_dir, prefix):
             rng = np.random.RandomState(cfg.seed + r)
             sess.run(model.init)                                   # each run draws fresh N(0, 0.1) weights
             run_prefix = prefix + (f"run={r + 1} " if cfg.runs > 1 else "")
-            train_error, val_error = train(sess, model, data, cfg, rng, writer if r == 0 else None, run_prefix)
+            with SIGNALS.held():  # a signal is noted, and train() stops at its next batch
+                train_error, val_error = train(sess, model, data, cfg, rng, writer if r == 0 else None, run_prefix)
             runs.append(Run(train_error, val_error, sess.run(model.params)))
             if cfg.runs > 1:
                 print(f"{run_prefix}train_error={100 * train_error:.1f} val_error={100 * val_error:.1f}", flush=True)
@@ -789,8 +790,9 @@ def load_tf(cfg):
 class Signals:
     """SIGINT and SIGTERM raise KeyboardInterrupt, installed explicitly: a background job of a
     non-interactive shell starts with SIGINT ignored, and SIGTERM would kill without saving.
-    Only the first signal interrupts; inside held() (a save) it waits until the block ends. train()
-    also checks `received` each epoch, in case Python dropped the KeyboardInterrupt."""
+    Only the first signal interrupts. Inside held() it is only noted: a save finishes first, and
+    training stops at its next batch (stop_if_received), a point where stopping is safe; raised at
+    any bytecode, the KeyboardInterrupt can land in a TensorFlow object's __del__ and be dropped."""
 
     def __init__(self):
         self.received, self.holding, self.active, self.previous = None, False, True, {}
@@ -809,6 +811,10 @@ class Signals:
         for s, handler in self.previous.items():
             signal.signal(s, handler)
         self.received = None                                       # an in-process caller's next run starts clean
+
+    def stop_if_received(self):
+        if self.received:
+            raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def held(self):
