@@ -8,7 +8,7 @@ gamma = 0.99, beta = 0.01, shared RMSProp, the LSTM agent).
     python a3c.py --env Breakout-v0 --threads 8
     python a3c.py --env CartPole-v1                          # classic control: MLP defaults, 500k steps
     python a3c.py --env CartPole-v1 --lstm                   # A3C LSTM
-    python a3c.py --env Acrobot-v1 --value-torso own         # V with a torso of its own (README)
+    python a3c.py --env Acrobot-v1                           # the same MLP defaults learn it
     python a3c.py --play checkpoints/CartPole-v1__1 --episodes 10
     python a3c.py --env PongNoFrameskip-v4 --workers 2 --threads 4   # parameter-server cluster on localhost
 README.md has the results, the deviations from the paper and the multi-machine commands.
@@ -41,8 +41,10 @@ tf.disable_v2_behavior()  # placeholders, Session, partial_run, v1 optimizers, a
 # Defaults that depend on the network, which the env decides. The Atari CNN keeps the paper's and the
 # authors' values but RMSProp's epsilon (the authors' 0.1 barely learned in 3M frames); the
 # classic-control MLP's come from a measured sweep. README: deviations, with the figures.
-DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=1e-5, max_steps=80_000_000, eval_every=250_000, eval_episodes=10),
-            "mlp": dict(lr=3e-3, rms_eps=0.1, max_steps=500_000, eval_every=25_000, eval_episodes=20)}
+DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=1e-5, value_coef=0.5, max_steps=80_000_000, eval_every=250_000,
+                        eval_episodes=10),
+            "mlp": dict(lr=3e-3, rms_eps=0.1, value_coef=0.01, max_steps=500_000, eval_every=25_000,
+                        eval_episodes=20)}
 CELLS = 256  # LSTM cells (Section 8)
 PLAY_SEED = 20_000  # --play and the final evaluation: games apart from thread i's (seed + i), the same in both
 
@@ -57,6 +59,8 @@ def fill_defaults(args, obs_shape):
     kind = "cnn" if len(obs_shape) == 3 else "mlp"
     if args.value_torso == "own" and (kind == "cnn" or args.lstm):
         die("--value-torso own is for the feed-forward MLP (vector observations, no --lstm)")
+    if kind == "mlp" and args.lstm and args.value_coef is None:
+        args.value_coef = 0.5                              # what the LSTM agent's runs used (README)
     for name, value in DEFAULTS[kind].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -69,7 +73,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=8, help="actor-learner threads (default 8; paper: 16)")
     p.add_argument("--lstm", action="store_true", help="A3C LSTM: 256 LSTM cells after the torso (Section 8)")
     p.add_argument("--value-torso", choices=["shared", "own"], default="shared", help="classic-control MLP: V "
-                   "shares pi's torso (default, as the paper's networks do) or has its own (Acrobot needs it; README)")
+                   "shares pi's torso (default, as the paper's networks do) or has its own (README: Acrobot)")
     p.add_argument("--max-steps", type=int, help="global steps T (agent steps, all threads); the lr anneals to 0 "
                    "over them " + per_kind("max_steps") + "; the paper's day of Atari is about 80M")
     p.add_argument("--t-max", type=int, default=5, help="steps per rollout before an update (default and paper: 5)")
@@ -77,8 +81,8 @@ def parse_args(argv=None):
                    "; the paper samples LogUniform(1e-4, 1e-2), 7e-4 is the authors' value")
     p.add_argument("--gamma", type=float, default=0.99, help="discount (default and paper: 0.99)")
     p.add_argument("--beta", type=float, default=0.01, help="entropy bonus weight (default and paper: 0.01)")
-    p.add_argument("--value-coef", type=float, default=0.5,
-                   help="weight of the (R - V)^2 loss (default 0.5, the authors'; Algorithm 3's plain gradient: 1.0)")
+    p.add_argument("--value-coef", type=float, help="weight of the (R - V)^2 loss " + per_kind("value_coef") +
+                   ", 0.5 with --lstm; the authors' 0.5, Algorithm 3's plain gradient 1.0")
     p.add_argument("--max-grad-norm", type=float, default=40.0, help="clip each update to this global norm (default 40, the authors')")
     p.add_argument("--rms-decay", type=float, default=0.99, help="RMSProp decay (default and paper: 0.99)")
     p.add_argument("--rms-eps", type=float, help="RMSProp epsilon, inside the square root " + per_kind("rms_eps"))
@@ -162,7 +166,7 @@ def network(s, n_actions, state=None, own_v=False):
     if state is not None:                                  # A3C LSTM
         x, state = lstm(x, state)                          # [n, 256]
     # pi and V share the torso, as in the paper; --value-torso own gives the MLP's V one of its own,
-    # with which Acrobot learns (README: Results)
+    # which learnt Acrobot on every seed tried (README: Results)
     x_v = dense(dense(s, 64, "v_fc1", tf.tanh), 64, "v_fc2", tf.tanh) if own_v else x
     logits = dense(x, n_actions, "pi", tf.identity, tf.random_normal_initializer(stddev=0.01))  # theta: torso + pi
     v = dense(x_v, 1, "v", tf.identity)[:, 0]              # theta_v: torso (shared or own) + v
