@@ -45,13 +45,15 @@ DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=1e-5, value_coef=0.5, beta=0.01, max_st
                         eval_every=250_000, eval_episodes=10),
             "mlp": dict(lr=3e-3, rms_eps=0.1, value_coef=0.01, beta=0.02, max_steps=500_000, eval_every=25_000,
                         eval_episodes=20)}
+MLP_LSTM = dict(value_coef=0.5, beta=0.01)  # the MLP with --lstm: what the LSTM agent's runs used (README)
 CELLS = 256  # LSTM cells (Section 8)
 PLAY_SEED = 20_000  # --play and the final evaluation: games apart from thread i's (seed + i), the same in both
 
 
 def per_kind(name):
     fmt = lambda v: f"{v:,}" if isinstance(v, int) else f"{v:g}"  # noqa: E731
-    return f"(default: Atari CNN {fmt(DEFAULTS['cnn'][name])}, classic-control MLP {fmt(DEFAULTS['mlp'][name])})"
+    lstm = f", {fmt(MLP_LSTM[name])} with --lstm" if name in MLP_LSTM else ""
+    return f"(default: Atari CNN {fmt(DEFAULTS['cnn'][name])}, classic-control MLP {fmt(DEFAULTS['mlp'][name])}{lstm})"
 
 
 def fill_defaults(args, obs_shape):
@@ -59,10 +61,8 @@ def fill_defaults(args, obs_shape):
     kind = "cnn" if len(obs_shape) == 3 else "mlp"
     if args.value_torso == "own" and (kind == "cnn" or args.lstm):
         die("--value-torso own is for the feed-forward MLP (vector observations, no --lstm)")
-    if kind == "mlp" and args.lstm:                        # what the LSTM agent's runs used (README)
-        args.value_coef = 0.5 if args.value_coef is None else args.value_coef
-        args.beta = 0.01 if args.beta is None else args.beta
-    for name, value in DEFAULTS[kind].items():
+    defaults = dict(DEFAULTS[kind], **(MLP_LSTM if kind == "mlp" and args.lstm else {}))
+    for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
     return kind
@@ -81,10 +81,9 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, help="initial RMSProp learning rate " + per_kind("lr") +
                    "; the paper samples LogUniform(1e-4, 1e-2), 7e-4 is the authors' value")
     p.add_argument("--gamma", type=float, default=0.99, help="discount (default and paper: 0.99)")
-    p.add_argument("--beta", type=float, help=f"entropy bonus weight {per_kind('beta')}, 0.01 with --lstm; "
-                   "paper: 0.01")
+    p.add_argument("--beta", type=float, help=f"entropy bonus weight {per_kind('beta')}; paper: 0.01")
     p.add_argument("--value-coef", type=float, help="weight of the (R - V)^2 loss " + per_kind("value_coef") +
-                   ", 0.5 with --lstm; the authors' 0.5, Algorithm 3's plain gradient 1.0")
+                   "; the authors' 0.5, Algorithm 3's plain gradient 1.0")
     p.add_argument("--max-grad-norm", type=float, default=40.0, help="clip each update to this global norm (default 40, the authors')")
     p.add_argument("--rms-decay", type=float, default=0.99, help="RMSProp decay (default and paper: 0.99)")
     p.add_argument("--rms-eps", type=float, help="RMSProp epsilon, inside the square root " + per_kind("rms_eps"))
