@@ -368,7 +368,6 @@ def train(sess, model, data, cfg, rng, writer, prefix=""):
     n = len(split.answers)
     linear_start, linear_epochs, prev_val_loss, epoch, main_epoch = cfg.ls, 0, np.inf, 0, 0
     while main_epoch < cfg.epochs:
-        SIGNALS.stop_if_received()
         epoch += 1
         if linear_start:
             linear_epochs += 1

@@ -774,7 +774,7 @@ def test_second_ctrl_c_during_save_waits_until_the_model_is_complete(trained, tm
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")   # the dropped KeyboardInterrupt
 def test_a_signal_whose_interrupt_python_dropped_still_stops_training(trained, gen_dir):
     """Python drops an exception raised in a __del__; if the signal handler's KeyboardInterrupt fires
-    there, training must stop anyway, at the next epoch, not after --epochs."""
+    there, training must stop anyway, at its next batch, not after --epochs."""
     sub, meta = memn2n.read_model(trained[0])
     cfg = memn2n.finish_args(memn2n.parse_args(["--epochs", "300", "--no-xla"]), [1])
     sess, model, V = memn2n.open_model(cfg, meta)
