@@ -527,6 +527,8 @@ def open_model(cfg, meta):
     config = tf.ConfigProto(intra_op_parallelism_threads=1, inter_op_parallelism_threads=-1)
     if cfg.xla:  # fuses the many small ops of this model; per-op overhead dominates otherwise
         config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
+        # with XLA fusing the graph, grappler's rewrites only add to each new run signature's set-up
+        config.graph_options.rewrite_options.disable_meta_optimizer = True
     return tf.Session(graph=graph, config=config), model, V
 
 
