@@ -302,11 +302,20 @@ def load_task(data_dir, task):
     return tuple(parse_stories(p) for p in task_files(data_dir, task))
 
 
-def split_validation(examples, fraction=0.1, seed=0):
-    """Deterministic hold-out: the same 10 % whatever --seed the model uses (Sec. 4.2)."""
-    order = np.random.RandomState(seed).permutation(len(examples))
-    n_val = max(1, int(round(fraction * len(examples))))
-    return [examples[i] for i in sorted(order[n_val:])], [examples[i] for i in sorted(order[:n_val])]
+def validation_indices(n, fraction=0.1, seed=0, fold=0):
+    """Deterministic hold-out of n training examples, (train, val) sorted index arrays: the
+    fold-th tenth of one fixed shuffle, the same whatever --seed the model uses (Sec. 4.2).
+    Fold 0 is the paper's single validation set; folds 0-9 together cover every example."""
+    order = np.random.RandomState(seed).permutation(n)
+    n_val = max(1, int(round(fraction * n)))
+    start = fold % max(1, n // n_val) * n_val
+    return np.sort(np.r_[order[:start], order[start + n_val:]]), np.sort(order[start:start + n_val])
+
+
+def split_validation(examples, fraction=0.1, seed=0, fold=0):
+    """(train, val) example lists, as validation_indices splits them."""
+    train, val = validation_indices(len(examples), fraction, seed, fold)
+    return [examples[i] for i in train], [examples[i] for i in val]
 
 
 # --------------------------------------------------------------------------- vectorising

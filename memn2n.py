@@ -6,6 +6,7 @@ Paper: https://arxiv.org/abs/1503.08895 (Sections 2 and 4; equations cited below
     python memn2n.py --task 1                 # one task, the paper's best per-task model
     python memn2n.py --task all               # Table 1's PE LS RN column, task by task
     python memn2n.py --task all --runs 10     # the paper's protocol: the best of 10 runs per task
+    python memn2n.py --task all --runs 10 --select ensemble   # the 10 runs averaged (README: recommended)
     python memn2n.py --joint                  # one model for all 20 tasks (d = 50)
     python memn2n.py --task 1 --show 3        # the attention of each hop, as in Figure 2
     python memn2n.py --task 1 --save m1       # then: python memn2n.py --load m1 --ask story.txt
@@ -99,6 +100,11 @@ def parse_args(argv=None):
     p.add_argument("--select", choices=["train", "val", "ensemble"], default="train",
                    help="with --runs N: keep the run with the lowest training error (the paper), the lowest "
                    "validation error, or all N as an ensemble that averages their answer distributions")
+    p.add_argument("--val-folds", action=argparse.BooleanOptionalAction,
+                   help="with --runs N: run r holds out the r-th tenth of the training set for validation (10 "
+                   "folds) instead of the same tenth for every run, so that the runs together learn from all of "
+                   "it (default: on for --select ensemble; off for train and val, which compare the runs on "
+                   "one held-out 10 %%, as the paper does)")
     p.add_argument("--seed", type=int, default=1, help="seeds numpy and TensorFlow (default 1)")
     p.add_argument("--save", metavar="DIR", help="write the final model here (default: a new folder "
                    "<logdir>/<run name>/model); DIR must be new or empty, see --overwrite")
@@ -112,7 +118,7 @@ def parse_args(argv=None):
     p.add_argument("--log-every", type=int, help="print a line every N epochs (default 1; 20 for several tasks)")
     p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=True,
                    help="compile the graph with XLA: the same model, about 3x less CPU per training step "
-                   "after a 2-3 s compile (default on; see README)")
+                   "after a 1-2 s compile (default on; see README)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="several tasks: tasks trained at once, one process each (default: cores)")
     args = p.parse_args(argv)
@@ -135,6 +141,11 @@ def parse_args(argv=None):
     if args.overwrite and not args.save:
         raise ArgumentError("--overwrite applies to --save DIR; add --save, or drop --overwrite "
                             "(the default folder is always new)")
+    if args.val_folds and args.runs < 2:
+        raise ArgumentError("--val-folds gives each of several runs its own validation tenth; add --runs N "
+                            "(N >= 2), or drop --val-folds")
+    if args.val_folds is None:
+        args.val_folds = args.select == "ensemble" and args.runs > 1
     if args.joint and args.task is not None:
         raise ArgumentError("--joint trains one model on all 20 tasks; drop --task")
 
@@ -179,13 +190,11 @@ class Data:
     """The train / val / test splits of `tasks`, vectorised, and the sizes the model needs."""
 
     def __init__(self, tasks, data_dir, mem_size, noise, saved=None):
-        train, val, test, vocab_lists = {}, {}, {}, []
+        pool, test, vocab_lists = {}, {}, []
         for t in tasks:
-            tr, te = babi_data.load_task(data_dir, t)
-            train[t], val[t] = babi_data.split_validation(tr)
-            test[t] = te
-            vocab_lists += [tr, te]
-        every = [e for split in (train, val, test) for t in tasks for e in split[t]]
+            pool[t], test[t] = babi_data.load_task(data_dir, t)  # pool: the whole training file, train + val
+            vocab_lists += [pool[t], test[t]]
+        every = [e for split in (pool, test) for t in tasks for e in split[t]]
         longest = max(len(e["story"]) for e in every)
         self.word_idx = babi_data.build_vocab(*vocab_lists)
         self.sentence_size = max(max([len(s) for s in e["story"]] + [len(e["question"])]) for e in every)
@@ -205,11 +214,32 @@ class Data:
         if size > 4 * 2 ** 30:
             raise DataError(f"the stories would take {size / 2 ** 30:.1f} GiB as arrays ({len(every)} questions x "
                             f"{self.mem_slots} memories x {self.sentence_size} words); lower --mem-size")
-        self.splits = {}
-        for name, split in (("train", train), ("val", val), ("test", test)):
-            exs = [e for t in tasks for e in split[t]]
-            arrays = babi_data.vectorize(exs, self.word_idx, self.sentence_size, self.mem_slots)
-            self.splits[name] = Split(*arrays, np.concatenate([[t] * len(split[t]) for t in tasks]), exs)
+
+        def vectorise(t, examples):
+            arrays = babi_data.vectorize(examples, self.word_idx, self.sentence_size, self.mem_slots)
+            return Split(*arrays, np.full(len(examples), t), examples)
+        self.pool = {t: vectorise(t, pool[t]) for t in tasks}
+        self.splits = {"test": concat([vectorise(t, test[t]) for t in tasks])}
+        self.hold_out(0)
+
+    def hold_out(self, fold):
+        """Set the train and val splits: each task's fold-th tenth of its training questions is
+        held out for validation (fold 0 for every run is the paper's protocol; see --val-folds)."""
+        parts = {"train": [], "val": []}
+        for split in self.pool.values():
+            train, val = babi_data.validation_indices(len(split.answers), fold=fold)
+            parts["train"].append(take(split, train))
+            parts["val"].append(take(split, val))
+        self.splits.update({name: concat(p) for name, p in parts.items()})
+
+
+def take(split, idx):
+    return Split(*(field[idx] for field in split[:-1]), [split.examples[i] for i in idx])
+
+
+def concat(splits):
+    return Split(*(np.concatenate(field) for field in list(zip(*splits))[:-1]),
+                 [e for split in splits for e in split.examples])
 
 
 def add_random_noise(stories, lengths, rng, rate):
@@ -576,6 +606,7 @@ def train_and_save(cfg, sess, model, data, meta, run_dir, save_dir, prefix):
     try:
         for r in range(cfg.runs):
             rng = np.random.RandomState(cfg.seed + r)
+            data.hold_out(r if cfg.val_folds else 0)               # this run's validation tenth
             sess.run(model.init)                                   # each run draws fresh N(0, 0.1) weights
             run_prefix = prefix + (f"run={r + 1} " if cfg.runs > 1 else "")
             with SIGNALS.held():  # a signal is noted, and train() stops at its next batch
@@ -593,7 +624,7 @@ def train_and_save(cfg, sess, model, data, meta, run_dir, save_dir, prefix):
             kept = runs
         else:
             kept = [min(runs, key=lambda r: r.train_error if cfg.select == "train" else r.val_error)]
-        meta = dict(meta, runs=len(runs), select=cfg.select,
+        meta = dict(meta, runs=len(runs), select=cfg.select, val_folds=cfg.val_folds,
                     members=["model"] if len(kept) == 1 else [f"model-{i + 1}" for i in range(len(kept))])
         try:
             folder = save_model(sess, model, save_dir, meta, [r.params for r in kept])
@@ -1025,7 +1056,8 @@ def main(argv=None):
             with contextlib.suppress(OSError):
                 os.rmdir(path)
     wall = time.time() - t_start
-    protocol = f" runs={cfg.runs} select={cfg.select}" if cfg.runs > 1 and not cfg.load else ""
+    protocol = (f" runs={cfg.runs} select={cfg.select}" + (" val_folds=1" if cfg.val_folds else "")
+                if cfg.runs > 1 and not cfg.load else "")
     if len(errors) == 1:
         (t, e), = errors.items()
         print(f"RESULT task={t} test_acc={1 - e / 100:.3f} test_error={e:.1f} wall_s={wall:.1f}{protocol}")

@@ -208,6 +208,32 @@ def test_validation_split_is_a_random_tenth_of_the_training_set():
     assert val != exs[-100:] and max(val) - min(val) > 500          # random, not the last 10 % (Matlab code)
 
 
+def test_validation_folds_partition_the_training_set():
+    vals = []
+    for fold in range(10):
+        train, val = babi_data.validation_indices(1000, fold=fold)
+        assert len(val) == 100 and sorted(np.r_[train, val]) == list(range(1000))
+        vals.append(set(val))
+    assert set().union(*vals) == set(range(1000)) and sum(map(len, vals)) == 1000   # each example held out once
+    assert list(babi_data.validation_indices(1000, fold=10)[1]) == sorted(vals[0])     # fold 10 wraps to fold 0
+    assert babi_data.split_validation(list(range(1000)))[1] == sorted(vals[0])       # fold 0: the paper's split
+
+
+def test_hold_out_gives_each_fold_its_own_validation_questions(tiny_dir):
+    data = memn2n.Data([1, 2], tiny_dir, 50, 0.1)
+    first = data.splits["val"]
+    data.hold_out(3)
+    train, val = data.splits["train"], data.splits["val"]
+    pool = sum(len(p.answers) for p in data.pool.values())
+    assert len(train.answers) + len(val.answers) == pool and set(val.task_ids) == {1, 2}
+    assert not set(map(id, val.examples)) & set(map(id, first.examples))            # another tenth
+    assert not set(map(id, val.examples)) & set(map(id, train.examples))            # never trained on
+    i = 5                                                                          # arrays and text agree
+    assert val.answers[i] == data.word_idx[val.examples[i]["answer"]]
+    data.hold_out(0)
+    assert [id(e) for e in data.splits["val"].examples] == [id(e) for e in first.examples]
+
+
 # --------------------------------------------------------------------------- the model's math
 def test_position_encoding_values_worked_by_hand():
     # J = 4 words, d = 2. Paper: l_kj = (1 - j/J) - (k/d)(1 - 2j/J); k = 1, j = 1: 0.75 - 0.25
@@ -391,6 +417,10 @@ VARIANTS = {  # flag -> what the run must show for it
                  and _config(m)["members"] == ["model"] and out.rstrip().endswith("runs=2 select=val")),
     "runs-train": (["--runs", 2], lambda out, m: out.count("train_error=") == 2
                    and out.rstrip().endswith("runs=2 select=train")),
+    "val-folds": (["--runs", 2, "--select", "val", "--val-folds"], lambda out, m: _config(m)["val_folds"] is True
+                  and out.rstrip().endswith("runs=2 select=val val_folds=1")),
+    "no-val-folds": (["--runs", 2, "--select", "ensemble", "--no-val-folds"], lambda out, m:
+                     _config(m)["val_folds"] is False and out.rstrip().endswith("runs=2 select=ensemble")),
 }
 
 
@@ -422,11 +452,21 @@ def test_select_keeps_the_run_with_the_lowest_error(select, gen_dir, tmp_path, c
     assert kept == pytest.approx(min(printed), abs=0.051)               # the kept run is the best one
 
 
+@pytest.mark.parametrize("flag,folds", [([], [0, 1, 2]), (["--no-val-folds"], [0, 0, 0])])
+def test_an_ensembles_runs_hold_out_their_own_tenths(flag, folds, tiny_dir, tmp_path, capsys, monkeypatch):
+    used, real = [], memn2n.Data.hold_out
+    monkeypatch.setattr(memn2n.Data, "hold_out", lambda self, fold: (used.append(fold), real(self, fold))[1])
+    rc, out, err = memn2n_main(capsys, "--task", 1, "--data-dir", tiny_dir, *TINY, "--runs", 3, "--select",
+                               "ensemble", "--logdir", tmp_path, *flag)
+    assert rc == 0, err
+    assert used == [0] + folds                                          # Data() sets fold 0, then each run its own
+
+
 def test_ensemble_averages_the_runs_answer_distributions(tiny_dir, tmp_path, capsys):
     rc, out, err = memn2n_main(capsys, "--task", 1, "--data-dir", tiny_dir, *TINY, "--runs", 3, "--select",
                                "ensemble", "--save", tmp_path / "m", "--logdir", tmp_path)
     assert rc == 0, err
-    assert out.rstrip().endswith("runs=3 select=ensemble")
+    assert out.rstrip().endswith("runs=3 select=ensemble val_folds=1")   # each run held out its own tenth
     sub, meta = memn2n.read_model(str(tmp_path / "m"))
     assert meta["members"] == ["model-1", "model-2", "model-3"]
     cfg = memn2n.finish_args(memn2n.parse_args([]), [1])
@@ -513,7 +553,7 @@ BAD_FLAGS = [  # (arguments, what the one error line must say)
     (["--epochs", "x"], "invalid int value"), (["--bogus"], "unrecognized arguments: --bogus"),
     (["--tying", "x"], "invalid choice"), (["--select", "best"], "invalid choice"),
     (["--ask", "story.txt"], "--ask needs a trained model"), (["--overwrite"], "--overwrite applies to --save"),
-    (["--joint", "--task", "3"], "drop --task"), (["--load", "x", "--save", "y"], "--load only evaluates"),
+    (["--joint", "--task", "3"], "drop --task"), (["--val-folds"], "add --runs N"), (["--load", "x", "--save", "y"], "--load only evaluates"),
 ]
 
 
