@@ -303,13 +303,17 @@ def load_task(data_dir, task):
 
 
 def validation_indices(n, fraction=0.1, seed=0, fold=0):
-    """Deterministic hold-out of n training examples, (train, val) sorted index arrays: the
-    fold-th tenth of one fixed shuffle, the same whatever --seed the model uses (Sec. 4.2).
-    Fold 0 is the paper's single validation set; folds 0-9 together cover every example."""
+    """Deterministic hold-out of n training examples, (train, val) sorted index arrays, the same
+    whatever --seed the model uses (Sec. 4.2). Fold 0 holds out the first tenth of one fixed
+    shuffle, the paper's single validation set; folds 1-9 split the rest evenly, so that folds
+    0-9 hold out every example once (fold k + 10 is fold k)."""
     order = np.random.RandomState(seed).permutation(n)
     n_val = max(1, int(round(fraction * n)))
-    start = fold % max(1, n // n_val) * n_val
-    return np.sort(np.r_[order[:start], order[start + n_val:]]), np.sort(order[start:start + n_val])
+    folds = [order[:n_val]] + np.array_split(order[n_val:], round(1 / fraction) - 1)
+    val = folds[fold % len(folds)]
+    if not len(val):                                               # fewer examples than folds
+        val = folds[0]
+    return np.setdiff1d(order, val), np.sort(val)
 
 
 def split_validation(examples, fraction=0.1, seed=0, fold=0):

@@ -101,10 +101,10 @@ def parse_args(argv=None):
                    help="with --runs N: keep the run with the lowest training error (the paper), the lowest "
                    "validation error, or all N as an ensemble that averages their answer distributions")
     p.add_argument("--val-folds", action=argparse.BooleanOptionalAction,
-                   help="with --runs N: run r holds out the r-th tenth of the training set for validation (10 "
-                   "folds) instead of the same tenth for every run, so that the runs together learn from all of "
-                   "it (default: on for --select ensemble; off for train and val, which compare the runs on "
-                   "one held-out 10 %%, as the paper does)")
+                   help="with --runs N: run i holds out tenth i-1 (mod 10) of the training set for validation "
+                   "instead of the same tenth for every run (run 1 has the paper's split), so that ten runs "
+                   "together learn from all of it (default: on for --select ensemble; off for train and val, "
+                   "which compare the runs on one held-out 10 %%, as the paper does)")
     p.add_argument("--seed", type=int, default=1, help="seeds numpy and TensorFlow (default 1)")
     p.add_argument("--save", metavar="DIR", help="write the final model here (default: a new folder "
                    "<logdir>/<run name>/model); DIR must be new or empty, see --overwrite")
@@ -210,9 +210,10 @@ class Data:
             self.word_idx, self.sentence_size, self.mem_slots = (
                 saved["word_idx"], saved["sentence_size"], saved["mem_slots"])
         self.vocab_size = len(self.word_idx) + 1                   # V, with the nil word 0
-        size = 4 * len(every) * self.mem_slots * self.sentence_size
+        n_arrays = len(every) + sum(len(pool[t]) for t in tasks)  # the training questions twice: pool, splits
+        size = 4 * n_arrays * self.mem_slots * self.sentence_size
         if size > 4 * 2 ** 30:
-            raise DataError(f"the stories would take {size / 2 ** 30:.1f} GiB as arrays ({len(every)} questions x "
+            raise DataError(f"the stories would take {size / 2 ** 30:.1f} GiB as arrays ({n_arrays} questions x "
                             f"{self.mem_slots} memories x {self.sentence_size} words); lower --mem-size")
 
         def vectorise(t, examples):

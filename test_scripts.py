@@ -216,11 +216,19 @@ def test_validation_folds_partition_the_training_set():
         vals.append(set(val))
     assert set().union(*vals) == set(range(1000)) and sum(map(len, vals)) == 1000   # each example held out once
     assert list(babi_data.validation_indices(1000, fold=10)[1]) == sorted(vals[0])     # fold 10 wraps to fold 0
-    assert babi_data.split_validation(list(range(1000)))[1] == sorted(vals[0])       # fold 0: the paper's split
+    assert sorted(vals[0]) == sorted(np.random.RandomState(0).permutation(1000)[:100])  # fold 0: the paper's split
+    for n in (15, 1006):                                                   # any size: each example once
+        held = np.concatenate([babi_data.validation_indices(n, fold=k)[1] for k in range(10)])
+        assert sorted(held) == list(range(n))
 
 
 def test_hold_out_gives_each_fold_its_own_validation_questions(tiny_dir):
     data = memn2n.Data([1, 2], tiny_dir, 50, 0.1)
+    for name in ("train", "val"):  # fold 0, as the construction leaves it: each task's split_validation, in order
+        exs = [e for t in (1, 2) for e in babi_data.split_validation(babi_data.load_task(tiny_dir, t)[0])[name == "val"]]
+        want = babi_data.vectorize(exs, data.word_idx, data.sentence_size, data.mem_slots)
+        for got, expected in zip(data.splits[name], want):
+            np.testing.assert_array_equal(got, expected)
     first = data.splits["val"]
     data.hold_out(3)
     train, val = data.splits["train"], data.splits["val"]
@@ -228,8 +236,8 @@ def test_hold_out_gives_each_fold_its_own_validation_questions(tiny_dir):
     assert len(train.answers) + len(val.answers) == pool and set(val.task_ids) == {1, 2}
     assert not set(map(id, val.examples)) & set(map(id, first.examples))            # another tenth
     assert not set(map(id, val.examples)) & set(map(id, train.examples))            # never trained on
-    i = 5                                                                          # arrays and text agree
-    assert val.answers[i] == data.word_idx[val.examples[i]["answer"]]
+    for split in (train, val):                                                     # arrays and text agree
+        assert (split.answers == [data.word_idx[e["answer"]] for e in split.examples]).all()
     data.hold_out(0)
     assert [id(e) for e in data.splits["val"].examples] == [id(e) for e in first.examples]
 
