@@ -190,11 +190,11 @@ class Data:
     """The train / val / test splits of `tasks`, vectorised, and the sizes the model needs."""
 
     def __init__(self, tasks, data_dir, mem_size, noise, saved=None):
-        pool, test, vocab_lists = {}, {}, []
+        train_val, test, vocab_lists = {}, {}, []
         for t in tasks:
-            pool[t], test[t] = babi_data.load_task(data_dir, t)  # pool: the whole training file, train + val
-            vocab_lists += [pool[t], test[t]]
-        every = [e for split in (pool, test) for t in tasks for e in split[t]]
+            train_val[t], test[t] = babi_data.load_task(data_dir, t)  # the training file: train + val
+            vocab_lists += [train_val[t], test[t]]
+        every = [e for split in (train_val, test) for t in tasks for e in split[t]]
         longest = max(len(e["story"]) for e in every)
         self.word_idx = babi_data.build_vocab(*vocab_lists)
         self.sentence_size = max(max([len(s) for s in e["story"]] + [len(e["question"])]) for e in every)
@@ -210,24 +210,24 @@ class Data:
             self.word_idx, self.sentence_size, self.mem_slots = (
                 saved["word_idx"], saved["sentence_size"], saved["mem_slots"])
         self.vocab_size = len(self.word_idx) + 1                   # V, with the nil word 0
-        n_arrays = len(every) + sum(len(pool[t]) for t in tasks)  # the training questions twice: pool, splits
+        n_arrays = len(every) + sum(len(train_val[t]) for t in tasks)  # training questions twice: whole, split
         size = 4 * n_arrays * self.mem_slots * self.sentence_size
         if size > 4 * 2 ** 30:
             raise DataError(f"the stories would take {size / 2 ** 30:.1f} GiB as arrays ({n_arrays} questions x "
                             f"{self.mem_slots} memories x {self.sentence_size} words); lower --mem-size")
 
-        def vectorise(t, examples):
+        def as_split(t, examples):
             arrays = babi_data.vectorize(examples, self.word_idx, self.sentence_size, self.mem_slots)
             return Split(*arrays, np.full(len(examples), t), examples)
-        self.pool = {t: vectorise(t, pool[t]) for t in tasks}
-        self.splits = {"test": concat([vectorise(t, test[t]) for t in tasks])}
+        self.train_val = {t: as_split(t, train_val[t]) for t in tasks}
+        self.splits = {"test": concat([as_split(t, test[t]) for t in tasks])}
         self.hold_out(0)
 
     def hold_out(self, fold):
         """Set the train and val splits: each task's fold-th tenth of its training questions is
         held out for validation (fold 0 for every run is the paper's protocol; see --val-folds)."""
         parts = {"train": [], "val": []}
-        for split in self.pool.values():
+        for split in self.train_val.values():
             train, val = babi_data.validation_indices(len(split.answers), fold=fold)
             parts["train"].append(take(split, train))
             parts["val"].append(take(split, val))
@@ -235,10 +235,12 @@ class Data:
 
 
 def take(split, idx):
+    """The rows `idx` of a split."""
     return Split(*(field[idx] for field in split[:-1]), [split.examples[i] for i in idx])
 
 
 def concat(splits):
+    """Splits one after another, as one."""
     return Split(*(np.concatenate(field) for field in list(zip(*splits))[:-1]),
                  [e for split in splits for e in split.examples])
 

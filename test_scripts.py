@@ -232,8 +232,8 @@ def test_hold_out_gives_each_fold_its_own_validation_questions(tiny_dir):
     first = data.splits["val"]
     data.hold_out(3)
     train, val = data.splits["train"], data.splits["val"]
-    pool = sum(len(p.answers) for p in data.pool.values())
-    assert len(train.answers) + len(val.answers) == pool and set(val.task_ids) == {1, 2}
+    whole = sum(len(p.answers) for p in data.train_val.values())
+    assert len(train.answers) + len(val.answers) == whole and set(val.task_ids) == {1, 2}
     assert not set(map(id, val.examples)) & set(map(id, first.examples))            # another tenth
     assert not set(map(id, val.examples)) & set(map(id, train.examples))            # never trained on
     for split in (train, val):                                                     # arrays and text agree
