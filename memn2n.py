@@ -38,7 +38,7 @@ from babi_data import DataError
 # Table 1, bAbI 1k, PE LS RN column (test error %), for the table printed after --task all.
 PAPER_PE_LS_RN = [0.0, 8.3, 40.3, 2.8, 13.1, 7.6, 17.3, 10.0, 13.2, 15.1,
                   0.9, 0.2, 0.4, 1.7, 0.0, 1.3, 51.0, 11.1, 82.8, 0.0]
-PAPER_JOINT = (12.4, 11)  # joint PE LS RN: mean error, failed tasks (no per-task column in the notes)
+PAPER_JOINT = (12.4, 11)  # joint PE LS RN: mean error, failed tasks (its per-task column is not kept here)
 MODEL_KEYS = ("d", "hops", "tying", "pe", "pe_formula", "te")  # what a checkpoint fixes
 
 
@@ -101,10 +101,10 @@ def parse_args(argv=None):
                    help="with --runs N: keep the run with the lowest training error (the paper), the lowest "
                    "validation error, or all N as an ensemble that averages their answer distributions")
     p.add_argument("--val-folds", action=argparse.BooleanOptionalAction,
-                   help="with --runs N: run i holds out tenth i-1 (mod 10) of the training set for validation "
-                   "instead of the same tenth for every run (run 1 has the paper's split), so that ten runs "
-                   "together learn from all of it (default: on for --select ensemble; off for train and val, "
-                   "which compare the runs on one held-out 10 %%, as the paper does)")
+                   help="with --runs N: run i holds out tenth i-1 (mod 10) of one fixed shuffle of the training "
+                   "set for validation instead of the same tenth for every run (run 1 has the default split), so "
+                   "that ten runs together learn from all of it (default: on for --select ensemble; off for train "
+                   "and val, which compare the runs on one held-out 10 %%, as the paper does)")
     p.add_argument("--seed", type=int, default=1, help="seeds numpy and TensorFlow (default 1)")
     p.add_argument("--save", metavar="DIR", help="write the final model here (default: a new folder "
                    "<logdir>/<run name>/model); DIR must be new or empty, see --overwrite")
@@ -187,14 +187,15 @@ Split = collections.namedtuple("Split", "stories questions answers lengths task_
 
 
 class Data:
-    """The train / val / test splits of `tasks`, vectorised, and the sizes the model needs."""
+    """The train / val / test splits of `tasks`, vectorised, and the sizes the model needs;
+    train_val holds each task's whole training file, which hold_out(fold) splits into train and val."""
 
     def __init__(self, tasks, data_dir, mem_size, noise, saved=None):
-        train_val, test, vocab_lists = {}, {}, []
+        train_file, test, vocab_lists = {}, {}, []
         for t in tasks:
-            train_val[t], test[t] = babi_data.load_task(data_dir, t)  # the training file: train + val
-            vocab_lists += [train_val[t], test[t]]
-        every = [e for split in (train_val, test) for t in tasks for e in split[t]]
+            train_file[t], test[t] = babi_data.load_task(data_dir, t)  # train + val, parsed
+            vocab_lists += [train_file[t], test[t]]
+        every = [e for examples in (train_file, test) for t in tasks for e in examples[t]]
         longest = max(len(e["story"]) for e in every)
         self.word_idx = babi_data.build_vocab(*vocab_lists)
         self.sentence_size = max(max([len(s) for s in e["story"]] + [len(e["question"])]) for e in every)
@@ -210,7 +211,7 @@ class Data:
             self.word_idx, self.sentence_size, self.mem_slots = (
                 saved["word_idx"], saved["sentence_size"], saved["mem_slots"])
         self.vocab_size = len(self.word_idx) + 1                   # V, with the nil word 0
-        n_arrays = len(every) + sum(len(train_val[t]) for t in tasks)  # training questions twice: whole, split
+        n_arrays = len(every) + sum(len(train_file[t]) for t in tasks)  # training questions twice, about
         size = 4 * n_arrays * self.mem_slots * self.sentence_size
         if size > 4 * 2 ** 30:
             raise DataError(f"the stories would take {size / 2 ** 30:.1f} GiB as arrays ({n_arrays} questions x "
@@ -219,7 +220,7 @@ class Data:
         def as_split(t, examples):
             arrays = babi_data.vectorize(examples, self.word_idx, self.sentence_size, self.mem_slots)
             return Split(*arrays, np.full(len(examples), t), examples)
-        self.train_val = {t: as_split(t, train_val[t]) for t in tasks}
+        self.train_val = {t: as_split(t, train_file[t]) for t in tasks}
         self.splits = {"test": concat([as_split(t, test[t]) for t in tasks])}
         self.hold_out(0)
 
@@ -228,9 +229,9 @@ class Data:
         held out for validation (fold 0 for every run is the paper's protocol; see --val-folds)."""
         parts = {"train": [], "val": []}
         for split in self.train_val.values():
-            train, val = babi_data.validation_indices(len(split.answers), fold=fold)
-            parts["train"].append(take(split, train))
-            parts["val"].append(take(split, val))
+            train_idx, val_idx = babi_data.validation_indices(len(split.answers), fold=fold)
+            parts["train"].append(take(split, train_idx))
+            parts["val"].append(take(split, val_idx))
         self.splits.update({name: concat(p) for name, p in parts.items()})
 
 
@@ -1016,7 +1017,9 @@ def main(argv=None):
         for t in cfg.tasks:
             babi_data.load_task(data_dir, t)                       # bad data fails here, before TF loads
         if not cfg.load:
-            n_train = {t: len(babi_data.split_validation(babi_data.load_task(data_dir, t)[0])[0]) for t in cfg.tasks}
+            folds = range(min(cfg.runs, 10)) if cfg.val_folds else [0]  # each run's own split: the smallest counts
+            n_train = {t: min(len(babi_data.validation_indices(len(babi_data.load_task(data_dir, t)[0]), fold=k)[0])
+                              for k in folds) for t in cfg.tasks}
             groups = [(f"task {t}", n_train[t]) for t in cfg.tasks] if cfg.sweep else \
                      [("the tasks" if cfg.joint else f"task {cfg.tasks[0]}", sum(n_train.values()))]
             for what, n in groups:

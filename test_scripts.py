@@ -572,6 +572,14 @@ def test_bad_flag_is_one_line_exit_2(args, needle, gen_dir, tmp_path, capsys):
     assert not (tmp_path / "runs").exists()                              # refused before anything was made
 
 
+def test_batch_size_check_counts_each_runs_own_training_tenths(tmp_path, capsys):
+    folder = write_task1_like(tmp_path, 5, seed=1)                  # 25 training questions
+    assert [len(babi_data.validation_indices(25, fold=k)[0]) for k in range(3)] == [23, 22, 22]
+    rc, out, err = memn2n_main(capsys, "--task", 1, "--data-dir", folder, "--logdir", tmp_path / "runs",
+                               "--batch-size", 23, "--runs", 3, "--select", "ensemble")
+    assert_one_line_error(rc, err, "--batch-size 23 is more than the 22 training questions")
+
+
 def _data_dir(tmp_path, edit):
     write_task1_like(tmp_path, 4, seed=1)
     path = tmp_path / "qa1_single-supporting-fact_train.txt"
