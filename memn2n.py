@@ -601,6 +601,11 @@ def run(cfg, tasks, data_dir, run_dir=None, save_dir=None, load_dir=None, prefix
     return errors, time.time() - t0
 
 
+def run_fold(cfg, r):
+    """The validation tenth run r holds out: its own with --val-folds, else the paper's (fold 0)."""
+    return r if cfg.val_folds else 0
+
+
 def train_and_save(cfg, sess, model, data, meta, run_dir, save_dir, prefix):
     """--runs fresh initialisations (the paper keeps the one with the lowest training error),
     then save what --select keeps. Ctrl-C or SIGTERM saves what was trained so far."""
@@ -610,7 +615,7 @@ def train_and_save(cfg, sess, model, data, meta, run_dir, save_dir, prefix):
     try:
         for r in range(cfg.runs):
             rng = np.random.RandomState(cfg.seed + r)
-            data.hold_out(r if cfg.val_folds else 0)               # this run's validation tenth
+            data.hold_out(run_fold(cfg, r))                        # this run's validation tenth
             sess.run(model.init)                                   # each run draws fresh N(0, 0.1) weights
             run_prefix = prefix + (f"run={r + 1} " if cfg.runs > 1 else "")
             with SIGNALS.held():  # a signal is noted, and train() stops at its next batch
@@ -1017,7 +1022,7 @@ def main(argv=None):
         for t in cfg.tasks:
             babi_data.load_task(data_dir, t)                       # bad data fails here, before TF loads
         if not cfg.load:
-            folds = range(min(cfg.runs, 10)) if cfg.val_folds else [0]  # each run's own split: the smallest counts
+            folds = {run_fold(cfg, r) for r in range(cfg.runs)}      # each run's own split: the smallest counts
             n_train = {t: min(len(babi_data.validation_indices(len(babi_data.load_task(data_dir, t)[0]), fold=k)[0])
                               for k in folds) for t in cfg.tasks}
             groups = [(f"task {t}", n_train[t]) for t in cfg.tasks] if cfg.sweep else \
