@@ -1,0 +1,82 @@
+"""Helpers shared by the test files: running a script as a user would, reading its output, and
+generated bAbI data."""
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+
+import memn2n
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the scripts' folder
+BABI_DIR = os.environ.get("BABI_DIR")
+
+
+def run_script(script, *args, env=None, timeout=600):
+    """Run one of the scripts as a user would; returns (exit code, stdout, stderr)."""
+    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+    p = subprocess.run([sys.executable, os.path.join(HERE, script), *args], capture_output=True,
+                       text=True, env=full_env, timeout=timeout, cwd=HERE)
+    return p.returncode, p.stdout, p.stderr
+
+
+TF_LOG = re.compile(r"WARNING: All log messages before absl::InitializeLog|[IWE]\d{4} ")  # TF's import chatter
+
+
+def assert_one_line_error(rc, err, *needles, status=2):
+    assert rc == status, err
+    assert "Traceback" not in err, err
+    lines = [l for l in err.strip().splitlines() if l.strip() and not TF_LOG.match(l)]
+    assert len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def memn2n_main(capsys, *args):
+    """memn2n.main in this process (no TensorFlow import per call): (exit code, stdout, stderr).
+    XLA is off unless asked for: its flags must be set before TensorFlow loads, which here it has."""
+    argv = [str(a) for a in args] + ([] if "--xla" in args else ["--no-xla"])
+    capsys.readouterr()
+    rc = memn2n.main(argv)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def result_of(out):
+    line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
+    return dict(kv.split("=", 1) for kv in line.split()[1:])
+
+
+def tree(path):
+    """Every file under `path` with its bytes, to show that a refused run left them intact."""
+    return {os.path.relpath(os.path.join(r, f), path): open(os.path.join(r, f), "rb").read()
+            for r, _, files in os.walk(path) for f in files}
+
+
+PEOPLE = ["mary", "john", "sandra", "daniel", "fred", "bill", "julie", "emma"]
+PLACES = ["kitchen", "garden", "office", "hallway", "bedroom", "bathroom", "cellar", "garage"]
+
+
+def write_task1_like(folder, n_stories, seed, name="qa1_single-supporting-fact"):
+    """bAbI task 1 in its own format: 'X went to the Y.' ... 'Where is X?<TAB>Y<TAB>id'."""
+    rng = np.random.RandomState(seed)
+    for split, n in (("train", n_stories), ("test", n_stories // 2)):
+        lines = []
+        for _ in range(n):
+            where, num = {}, 0
+            for _ in range(5):
+                for _ in range(2):
+                    p, q = rng.choice(PEOPLE), rng.choice(PLACES)
+                    num += 1
+                    lines.append(f"{num} {p.capitalize()} went to the {q}.")
+                    where[p] = (q, num)
+                p = rng.choice(sorted(where))
+                num += 1
+                lines.append(f"{num} Where is {p.capitalize()}? \t{where[p][0]}\t{where[p][1]}")
+        with open(os.path.join(folder, f"{name}_{split}.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    return str(folder)
+
+
+TINY = ["--epochs", 2, "--ls-epochs", 1, "--batch-size", 16]
