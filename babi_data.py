@@ -1,4 +1,4 @@
-"""bAbI QA tasks v1.2: download, parse and vectorise (shared by memn2n.py and the tests).
+"""bAbI QA tasks v1.2: download, parse and vectorise; Data hands memn2n.py its ready splits.
 
 Weston et al., "Towards AI-Complete Question Answering" (arXiv 1502.05698). The data set is
 20 tasks of short stories; a question line is `question<TAB>answer<TAB>supporting ids`.
@@ -7,6 +7,7 @@ Weston et al., "Towards AI-Complete Question Answering" (arXiv 1502.05698). The 
     python babi_data.py --data-dir DIR       # check an extracted `en` / `en-10k` folder
 """
 import argparse
+import collections
 import functools
 import hashlib
 import os
@@ -21,6 +22,8 @@ import urllib.error
 import urllib.request
 
 import numpy as np
+
+import cli
 
 URL = os.environ.get("BABI_URL", "http://www.thespermwhale.com/jaseweston/babi/tasks_1-20_v1-2.tar.gz")
 ARCHIVE_DIR = "tasks_1-20_v1-2/en"  # the 1k set the paper's Table 1 uses
@@ -38,7 +41,7 @@ MAX_ARCHIVE_BYTES = 64 * 2 ** 20  # the v1.2 archive is about 15 MB
 MAX_FILE_BYTES = 8 * 2 ** 20      # each extracted file (the largest `en` file is 0.5 MB)
 
 
-class DataError(Exception):
+class DataError(cli.UserError):
     """A problem with the data that the user can fix; printed as one line, no traceback."""
 
 
@@ -359,25 +362,103 @@ def vectorize(examples, word_idx, sentence_size, mem_size):
     return stories, questions, answers, lengths
 
 
+# --------------------------------------------------------------------------- the splits memn2n.py trains on
+# one split, vectorised: stories [n, M, S] word ids with slot 0 the newest sentence, questions
+# [n, S], answers [n] word ids, lengths [n] memories used, task_ids [n], examples (the parsed text)
+Split = collections.namedtuple("Split", "stories questions answers lengths task_ids examples")
+
+
+def array_sizes(examples, mem_size, noise):
+    """(sentence_size, mem_slots) of the arrays that hold `examples`: the longest sentence or question,
+    and as many memory slots as the longest story needs plus room for the random-noise memories, at most
+    `mem_size` (the official code sizes its memory to the data too; the empty slots take part in the
+    attention softmax, so this is part of the model)."""
+    longest = max(len(e["story"]) for e in examples)
+    sentence_size = max(max([len(s) for s in e["story"]] + [len(e["question"])]) for e in examples)
+    return sentence_size, min(mem_size, longest + int(np.ceil(noise * longest)))
+
+
+def train_size(data_dir, task, fold):
+    """How many training questions of `task` remain when validation tenth `fold` is held out."""
+    return len(validation_indices(len(load_task(data_dir, task)[0]), fold=fold)[0])
+
+
+class Data:
+    """The train / val / test splits of `tasks`, vectorised, and the sizes the model needs
+    (vocab_size V with the nil word, sentence_size, mem_slots, word_idx). train_val holds each task's
+    whole training file, which hold_out(fold) splits into train and val. `saved`: a loaded model's
+    config, which fixes the vocabulary and the array sizes."""
+
+    def __init__(self, tasks, data_dir, mem_size, noise, saved=None):
+        train_file, test, vocab_lists = {}, {}, []
+        for t in tasks:
+            train_file[t], test[t] = load_task(data_dir, t)        # train + val, parsed
+            vocab_lists += [train_file[t], test[t]]
+        every = [e for examples in (train_file, test) for t in tasks for e in examples[t]]
+        self.word_idx = build_vocab(*vocab_lists)
+        self.sentence_size, self.mem_slots = array_sizes(every, mem_size, noise)
+        if saved:
+            unseen = sorted(set(self.word_idx) - set(saved["word_idx"]))
+            if unseen:
+                cli.warn("memn2n.py", f"{len(unseen)} words of the data are not in the model's vocabulary and "
+                         f"are left out: {' '.join(unseen[:10])}{' ...' if len(unseen) > 10 else ''}")
+            self.word_idx = saved["word_idx"]
+            self.sentence_size, self.mem_slots = saved["sentence_size"], saved["mem_slots"]
+        self.vocab_size = len(self.word_idx) + 1                   # V, with the nil word 0
+        # every question once, and the training questions a second time in their train / val splits
+        n_arrays = len(every) + sum(len(train_file[t]) for t in tasks)
+        size = 4 * n_arrays * self.mem_slots * self.sentence_size
+        if size > 4 * 2 ** 30:
+            raise DataError(f"the stories would take {size / 2 ** 30:.1f} GiB as arrays ({n_arrays} questions x "
+                            f"{self.mem_slots} memories x {self.sentence_size} words); lower --mem-size")
+        self.train_val = {t: self._split(t, train_file[t]) for t in tasks}
+        self.splits = {"test": concat([self._split(t, test[t]) for t in tasks])}
+        self.hold_out(0)
+
+    def _split(self, t, examples):
+        arrays = vectorize(examples, self.word_idx, self.sentence_size, self.mem_slots)
+        return Split(*arrays, np.full(len(examples), t), examples)
+
+    def hold_out(self, fold):
+        """Set the train and val splits: each task's fold-th tenth of its training questions is
+        held out for validation (fold 0 for every run is the paper's protocol; see --val-folds)."""
+        parts = {"train": [], "val": []}
+        for split in self.train_val.values():
+            train_idx, val_idx = validation_indices(len(split.answers), fold=fold)
+            parts["train"].append(take(split, train_idx))
+            parts["val"].append(take(split, val_idx))
+        self.splits.update({name: concat(p) for name, p in parts.items()})
+
+
+def take(split, idx):
+    """The rows `idx` of a split."""
+    return Split(*(field[idx] for field in split[:-1]), [split.examples[i] for i in idx])
+
+
+def concat(splits):
+    """Splits one after another, as one."""
+    return Split(*(np.concatenate(field) for field in list(zip(*splits))[:-1]),
+                 [e for split in splits for e in split.examples])
+
+
 # --------------------------------------------------------------------------- command line
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage block
-        print(f"{self.prog}: error: {message}; see --help", file=sys.stderr)
-        sys.exit(2)
-
-
 def main(argv=None):
-    p = _Parser(prog="babi_data.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.Parser(prog="babi_data.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                   error_suffix="; see --help")
     p.add_argument("--data-dir", help="extracted en / en-10k folder (default: $BABI_DIR or the cache)")
     p.add_argument("--cache-dir", default=CACHE_DIR, help="where the download is kept (default %(default)s)")
-    args = p.parse_args(argv)
+    try:
+        args = p.parse_args(argv)
+    except cli.UserError as e:
+        cli.error("babi_data.py", e)
+        return 2
     # explicit handlers: a background job starts with SIGINT ignored; a killed download cleans up
     old = {s: signal.signal(s, signal.default_int_handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         d = resolve_data_dir(args.data_dir, args.cache_dir)
         n = {t: sum(len(x) for x in load_task(d, t)) for t in TASK_NAMES}
     except DataError as e:
-        print(f"babi_data.py: error: {e}", file=sys.stderr)
+        cli.error("babi_data.py", e)
         return 2
     except KeyboardInterrupt:
         print("babi_data.py: interrupted; nothing half-downloaded was kept", file=sys.stderr)

@@ -8,6 +8,8 @@ import tensorflow.compat.v1 as tf
 
 import babi_data
 import memn2n
+import memn2n_models
+import memn2n_checks
 from helpers import BABI_DIR, memn2n_main, result_of, run_script
 
 
@@ -45,7 +47,7 @@ def test_position_encoding_values_worked_by_hand():
 
 def _memn2n_graph(cfg_args, V=12, S=5, M=7):
     tf.disable_v2_behavior()
-    cfg = memn2n.finish_args(memn2n.parse_args(cfg_args), [1])
+    cfg = memn2n_checks.finish(memn2n.parse_args(cfg_args), [1])
     graph = tf.Graph()
     with graph.as_default():
         model = memn2n.build_graph(cfg, V, S, M)
@@ -141,9 +143,9 @@ def test_gradients_clipped_per_matrix_and_nil_embedding_stays_zero():
 def test_training_learns_what_an_untrained_model_cannot(trained, gen_dir):
     folder, res, out = trained
     assert float(res["test_acc"]) >= 0.95, out[-500:]
-    _, meta = memn2n.read_model(folder)
-    cfg = memn2n.finish_args(memn2n.parse_args(["--seed", "3"]), [1])
-    data = memn2n.Data([1], gen_dir, cfg.mem_size, cfg.noise)
+    _, meta = memn2n_models.read_model(folder)
+    cfg = memn2n_checks.finish(memn2n.parse_args(["--seed", "3"]), [1])
+    data = babi_data.Data([1], gen_dir, cfg.mem_size, cfg.noise)
     sess, model, V = memn2n.open_model(cfg, meta)
     sess.run(model.init)
     model.linear.load(False, sess)
@@ -167,7 +169,7 @@ def test_end_to_end_cli_with_xla_logs_and_tensorboard(gen_dir, tmp_path):
     assert float(result_of(out)["test_acc"]) >= 0.9, out[-500:]
     runs = [d for d in os.listdir(tmp_path) if d.startswith("memn2n_task1__1__")]
     assert len(runs) == 1 and any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / runs[0]))
-    memn2n.read_model(str(tmp_path / runs[0] / "model"))                 # the default save: a fresh run folder
+    memn2n_models.read_model(str(tmp_path / runs[0] / "model"))                 # the default save: a fresh run folder
 
 
 @pytest.mark.skipif(not BABI_DIR, reason="BABI_DIR not set: real bAbI data not available")

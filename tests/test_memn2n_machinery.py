@@ -15,15 +15,18 @@ import tensorflow.compat.v1 as tf
 
 import babi_data
 import memn2n
+import memn2n_log
+import memn2n_models
+import memn2n_checks
 from helpers import HERE, PLACES, TINY, assert_one_line_error, memn2n_main, result_of, run_script, tree, write_task1_like
 
 
 def _config(folder):
-    return memn2n.read_model(folder)[1]
+    return memn2n_models.read_model(folder)[1]
 
 
 def _variables(folder):
-    sub, meta = memn2n.read_model(folder)
+    sub, meta = memn2n_models.read_model(folder)
     return {n for n, _ in tf.train.list_variables(os.path.join(sub, meta["members"][0]))}
 
 
@@ -65,11 +68,11 @@ def test_select_keeps_the_run_with_the_lowest_error(select, gen_dir, tmp_path, c
     rows = re.findall(r"^run=\d train_error=([\d.]+) val_error=([\d.]+)$", out, re.M)
     printed = [float(row[0 if select == "train" else 1]) for row in rows]
     assert len(printed) == 3 and len(set(printed)) > 1, out             # the runs differ
-    sub, meta = memn2n.read_model(str(tmp_path / "m"))
-    cfg = memn2n.finish_args(memn2n.parse_args([]), [1])
-    data = memn2n.Data([1], gen_dir, cfg.mem_size, cfg.noise, meta)
+    sub, meta = memn2n_models.read_model(str(tmp_path / "m"))
+    cfg = memn2n_checks.finish(memn2n.parse_args([]), [1])
+    data = babi_data.Data([1], gen_dir, cfg.mem_size, cfg.noise, meta)
     sess, model, V = memn2n.open_model(cfg, meta)
-    memn2n.restore(sess, model, sub, "model")
+    memn2n_models.restore(sess, model, sub, "model")
     split = data.splits[select]
     kept = 100 * (1 - (memn2n.evaluate(sess, model, split, V)[2] == split.answers).mean())
     assert kept == pytest.approx(min(printed), abs=0.051)               # the kept run is the best one
@@ -77,8 +80,8 @@ def test_select_keeps_the_run_with_the_lowest_error(select, gen_dir, tmp_path, c
 
 @pytest.mark.parametrize("flag,folds", [([], [0, 1, 2]), (["--no-val-folds"], [0, 0, 0])])
 def test_an_ensembles_runs_hold_out_their_own_tenths(flag, folds, tiny_dir, tmp_path, capsys, monkeypatch):
-    used, real = [], memn2n.Data.hold_out
-    monkeypatch.setattr(memn2n.Data, "hold_out", lambda self, fold: (used.append(fold), real(self, fold))[1])
+    used, real = [], babi_data.Data.hold_out
+    monkeypatch.setattr(babi_data.Data, "hold_out", lambda self, fold: (used.append(fold), real(self, fold))[1])
     rc, out, err = memn2n_main(capsys, "--task", 1, "--data-dir", tiny_dir, *TINY, "--runs", 3, "--select",
                                "ensemble", "--logdir", tmp_path, *flag)
     assert rc == 0, err
@@ -90,15 +93,15 @@ def test_ensemble_averages_the_runs_answer_distributions(tiny_dir, tmp_path, cap
                                "ensemble", "--save", tmp_path / "m", "--logdir", tmp_path)
     assert rc == 0, err
     assert out.rstrip().endswith("runs=3 select=ensemble val_folds=1")   # each run held out its own tenth
-    sub, meta = memn2n.read_model(str(tmp_path / "m"))
+    sub, meta = memn2n_models.read_model(str(tmp_path / "m"))
     assert meta["members"] == ["model-1", "model-2", "model-3"]
-    cfg = memn2n.finish_args(memn2n.parse_args([]), [1])
-    data = memn2n.Data([1], tiny_dir, cfg.mem_size, cfg.noise, meta)
+    cfg = memn2n_checks.finish(memn2n.parse_args([]), [1])
+    data = babi_data.Data([1], tiny_dir, cfg.mem_size, cfg.noise, meta)
     sess, model, V = memn2n.open_model(cfg, meta)
     test = data.splits["test"]
     each = []
     for member in meta["members"]:                                       # the runs differ ...
-        memn2n.restore(sess, model, sub, member)
+        memn2n_models.restore(sess, model, sub, member)
         each.append(memn2n.evaluate(sess, model, test, V)[1])
     assert not np.allclose(each[0], each[1])
     a_hat, prediction, _ = memn2n.predict(sess, model, sub, meta["members"], test, V)
@@ -247,7 +250,7 @@ def test_missing_data_folder_task_file_or_network(tmp_path, gen_dir, capsys, mon
 
 
 def _damage(kind, folder):
-    sub, meta = memn2n.read_model(folder)
+    sub, meta = memn2n_models.read_model(folder)
     if kind == "config not JSON":
         (open(os.path.join(sub, "config.json"), "w")).write("{'tasks': [1")
     elif kind == "config lacks word_idx":
@@ -342,7 +345,7 @@ def test_save_refuses_what_it_did_not_write(case, trained, tiny_dir, tmp_path, c
 def test_overwrite_replaces_only_its_own_model(trained, tiny_dir, tmp_path, capsys):
     model = tmp_path / "m"
     shutil.copytree(trained[0], model)
-    old_sub = memn2n.read_model(str(model))[0]
+    old_sub = memn2n_models.read_model(str(model))[0]
     (model / "notes.txt").write_text("mine")                             # the user's file inside the folder
     for sibling in ("m.tmp", "m.old"):                                   # earlier versions deleted these
         (tmp_path / sibling).mkdir()
@@ -350,7 +353,7 @@ def test_overwrite_replaces_only_its_own_model(trained, tiny_dir, tmp_path, caps
     rc, out, err = memn2n_main(capsys, "--task", 1, "--data-dir", tiny_dir, *TINY, "--save", model, "--overwrite",
                                "--logdir", tmp_path / "runs")
     assert rc == 0, err
-    new_sub, meta = memn2n.read_model(str(model))
+    new_sub, meta = memn2n_models.read_model(str(model))
     assert new_sub != old_sub and not os.path.exists(old_sub)            # the old model is gone, the new one complete
     assert (model / "notes.txt").read_text() == "mine"
     assert (tmp_path / "m.tmp" / "keep").exists() and (tmp_path / "m.old" / "keep").exists()
@@ -358,7 +361,7 @@ def test_overwrite_replaces_only_its_own_model(trained, tiny_dir, tmp_path, caps
 
 
 def test_model_saved_by_earlier_versions_loads_and_is_replaced(trained, gen_dir, tiny_dir, tmp_path, capsys):
-    sub, meta = memn2n.read_model(trained[0])
+    sub, meta = memn2n_models.read_model(trained[0])
     legacy = tmp_path / "old"                                           # config.json and model.* in the folder
     shutil.copytree(sub, legacy)
     meta.pop("members"), meta.pop("joint")
@@ -370,25 +373,25 @@ def test_model_saved_by_earlier_versions_loads_and_is_replaced(trained, gen_dir,
     rc, out, err = memn2n_main(capsys, "--task", 1, "--data-dir", tiny_dir, *TINY, "--save", legacy, "--overwrite",
                                "--logdir", tmp_path / "runs")
     assert rc == 0, err
-    new_sub, _ = memn2n.read_model(str(legacy))
+    new_sub, _ = memn2n_models.read_model(str(legacy))
     assert sorted(os.listdir(legacy)) == ["memn2n.json", os.path.basename(new_sub)]
 
 
 def test_failed_final_save_says_where_the_model_went(tiny_dir, tmp_path, capsys, monkeypatch):
-    real, calls = memn2n.save_model, []
+    real, calls = memn2n_models.save_model, []
 
     def disk_full_once(sess, model, folder, *a):
         calls.append(folder)
         if len(calls) == 1:
             raise OSError(28, "No space left on device")
         return real(sess, model, folder, *a)
-    monkeypatch.setattr(memn2n, "save_model", disk_full_once)
+    monkeypatch.setattr(memn2n_models, "save_model", disk_full_once)
     rc, out, err = memn2n_main(capsys, "--task", 1, "--data-dir", tiny_dir, *TINY, "--save", tmp_path / "m",
                                "--logdir", tmp_path / "runs")
     assert_one_line_error(rc, err, f"could not save the model to {tmp_path / 'm'} (No space left on device)",
                           f"it was saved to {calls[1]} instead", status=1)
     assert "RESULT task=1" in out                                        # and it was still evaluated
-    memn2n.read_model(calls[1])
+    memn2n_models.read_model(calls[1])
     shutil.rmtree(calls[1])
 
 
@@ -396,34 +399,34 @@ def test_failed_final_save_says_where_the_model_went(tiny_dir, tmp_path, capsys,
 def test_crashed_save_keeps_old_model_and_no_temp_folder(crash_at, trained, tmp_path, monkeypatch):
     folder = tmp_path / "m"
     shutil.copytree(trained[0], folder)
-    old_sub, meta = memn2n.read_model(str(folder))
-    cfg = memn2n.finish_args(memn2n.parse_args([]), [1])
+    old_sub, meta = memn2n_models.read_model(str(folder))
+    cfg = memn2n_checks.finish(memn2n.parse_args([]), [1])
     sess, model, V = memn2n.open_model(cfg, meta)
-    memn2n.restore(sess, model, old_sub, "model")
+    memn2n_models.restore(sess, model, old_sub, "model")
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
     if crash_at == "saver":
         monkeypatch.setattr(model.saver, "save", boom)
     elif crash_at == "config":
-        monkeypatch.setattr(memn2n.json, "dump", boom)
+        monkeypatch.setattr(memn2n_models.json, "dump", boom)
     else:
-        monkeypatch.setattr(memn2n.os, "replace", boom)
+        monkeypatch.setattr(memn2n_models.os, "replace", boom)
     with pytest.raises(OSError):
-        memn2n.save_model(sess, model, str(folder), meta, [sess.run(model.params)])
+        memn2n_models.save_model(sess, model, str(folder), meta, [sess.run(model.params)])
     monkeypatch.undo()
-    assert memn2n.read_model(str(folder))[0] == old_sub                  # the old model, complete
-    memn2n.restore(sess, model, old_sub, "model")
+    assert memn2n_models.read_model(str(folder))[0] == old_sub                  # the old model, complete
+    memn2n_models.restore(sess, model, old_sub, "model")
     assert sorted(os.listdir(folder)) == ["memn2n.json", os.path.basename(old_sub)]   # no .tmp-* left
 
 
 def test_second_ctrl_c_during_save_waits_until_the_model_is_complete(trained, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(trained[0], folder)
-    sub, meta = memn2n.read_model(str(folder))
-    cfg = memn2n.finish_args(memn2n.parse_args([]), [1])
+    sub, meta = memn2n_models.read_model(str(folder))
+    cfg = memn2n_checks.finish(memn2n.parse_args([]), [1])
     sess, model, V = memn2n.open_model(cfg, meta)
-    memn2n.restore(sess, model, sub, "model")
+    memn2n_models.restore(sess, model, sub, "model")
     real_save = model.saver.save
 
     def save_then_ctrl_c(*a, **k):
@@ -434,23 +437,23 @@ def test_second_ctrl_c_during_save_waits_until_the_model_is_complete(trained, tm
     memn2n.SIGNALS.install()
     try:
         model.saver.save = save_then_ctrl_c
-        new = memn2n.save_model(sess, model, str(folder), meta, [sess.run(model.params)])  # no KeyboardInterrupt
+        new = memn2n_models.save_model(sess, model, str(folder), meta, [sess.run(model.params)])  # no KeyboardInterrupt
         assert memn2n.SIGNALS.received == signal.SIGINT
     finally:
         memn2n.SIGNALS.uninstall()
-    assert memn2n.read_model(str(folder))[0] == new and not os.path.exists(sub)
-    memn2n.restore(sess, model, new, "model")
+    assert memn2n_models.read_model(str(folder))[0] == new and not os.path.exists(sub)
+    memn2n_models.restore(sess, model, new, "model")
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")   # the dropped KeyboardInterrupt
 def test_a_signal_whose_interrupt_python_dropped_still_stops_training(trained, gen_dir):
     """Python drops an exception raised in a __del__; if the signal handler's KeyboardInterrupt fires
     there, training must stop anyway, at its next batch, not after --epochs."""
-    sub, meta = memn2n.read_model(trained[0])
-    cfg = memn2n.finish_args(memn2n.parse_args(["--epochs", "300", "--no-xla"]), [1])
+    sub, meta = memn2n_models.read_model(trained[0])
+    cfg = memn2n_checks.finish(memn2n.parse_args(["--epochs", "300", "--no-xla"]), [1])
     sess, model, V = memn2n.open_model(cfg, meta)
-    memn2n.restore(sess, model, sub, "model")
-    data = memn2n.Data([1], gen_dir, cfg.mem_size, 0.0, meta)
+    memn2n_models.restore(sess, model, sub, "model")
+    data = babi_data.Data([1], gen_dir, cfg.mem_size, 0.0, meta)
 
     class Dropper:
         def __del__(self):
@@ -462,7 +465,8 @@ def test_a_signal_whose_interrupt_python_dropped_still_stops_training(trained, g
         assert memn2n.SIGNALS.received == signal.SIGINT
         t0 = time.time()
         with pytest.raises(KeyboardInterrupt):
-            memn2n.train(sess, model, data, cfg, np.random.RandomState(0), None)
+            memn2n.train(sess, model, data, cfg, np.random.RandomState(0), memn2n_log.EpochLog(None, 1),
+                         lambda: memn2n.SIGNALS.received)
         assert time.time() - t0 < 5
     finally:
         memn2n.SIGNALS.uninstall()
@@ -499,7 +503,7 @@ def test_signal_saves_model_and_exits(sig, ignored, status, gen_dir, tmp_path):
     _, err = p.communicate(timeout=120)
     assert_one_line_error(p.returncode, err, "interrupted: saved the model trained so far to", str(save),
                           status=status)
-    memn2n.read_model(str(save))
+    memn2n_models.read_model(str(save))
 
 
 @pytest.mark.parametrize("sig,ignored,status", [(signal.SIGTERM, False, 143), (signal.SIGINT, True, 130)])
@@ -515,6 +519,6 @@ def test_signal_stops_every_task_and_says_which_saved(sig, ignored, status, tiny
     assert_one_line_error(p.returncode, err, "interrupted: finished tasks: none", "stopped without a model: ",
                           status=status)
     saved = re.findall(r"(\d+) \(([^)]*)\)", err.split("saved what they had trained:")[1])
-    assert len(saved) == 2 and all(memn2n.read_model(path) for _, path in saved)
+    assert len(saved) == 2 and all(memn2n_models.read_model(path) for _, path in saved)
     assert len(err.split("stopped without a model: ")[1].split()) == 18
     assert sorted(os.listdir(save)) == sorted(["memn2n.json"] + [f"task{t}" for t, _ in saved])
