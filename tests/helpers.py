@@ -2,6 +2,7 @@
 generated bAbI data."""
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -13,9 +14,11 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the scrip
 BABI_DIR = os.environ.get("BABI_DIR")
 
 
-def run_script(script, *args, env=None, timeout=600):
-    """Run one of the scripts as a user would; returns (exit code, stdout, stderr)."""
-    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
+def run_script(script, *args, env=None, timeout=600, quiet_tf=True):
+    """Run one of the scripts as a user would; returns (exit code, stdout, stderr). quiet_tf=False: in the
+    environment a new user has, without TF_CPP_MIN_LOG_LEVEL."""
+    full_env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    full_env.update(dict(TF_CPP_MIN_LOG_LEVEL="3") if quiet_tf else {}, **(env or {}))
     p = subprocess.run([sys.executable, os.path.join(HERE, script), *args], capture_output=True,
                        text=True, env=full_env, timeout=timeout, cwd=HERE)
     return p.returncode, p.stdout, p.stderr
@@ -31,6 +34,28 @@ def assert_one_line_error(rc, err, *needles, status=2):
     assert len(lines) == 1, err
     for n in needles:
         assert n in lines[0], lines[0]
+
+
+def start_script(script, args, ignore_sigint=False):
+    """One of the scripts in the background, its output piped, as a job scheduler or a background shell job
+    starts it (SIGINT ignored there with ignore_sigint)."""
+    pre = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
+    return subprocess.Popen([sys.executable, os.path.join(HERE, script), *map(str, args)], preexec_fn=pre,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+
+
+def wait_for_line(p, pattern, count=1):
+    """Read p's stdout until `count` different values of `pattern`'s group 1 have been printed; fail if the
+    output ends first (pytest-timeout fails a test whose process prints nothing more)."""
+    seen = set()
+    for line in p.stdout:
+        m = re.match(pattern, line)
+        if m:
+            seen.add(m.group(1))
+            if len(seen) >= count:
+                return
+    raise AssertionError(f"the output ended before {count} lines matching {pattern!r}; exit status {p.wait()}")
 
 
 def memn2n_main(capsys, *args):

@@ -1,6 +1,7 @@
 """memn2n.py, the paper: random noise, position encoding, equations (1)-(4) against NumPy, clipping, learning."""
 import hashlib
 import os
+import re
 
 import numpy as np
 import pytest
@@ -187,3 +188,52 @@ def test_real_data_files_parse_and_match_checksums():
     for name, want in babi_data.EN_SHA256.items():
         with open(os.path.join(BABI_DIR, name), "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == want
+
+
+# --------------------------------------------------------------------------- the schedule (Sec. 4.2)
+def _epoch_lrs(out):
+    return [float(lr) for lr in re.findall(r"^epoch=\d+ lr=([\d.e-]+) ", out, re.M)]
+
+
+def test_learning_rate_halves_every_anneal_every_epochs_after_linear_start(gen_dir, tmp_path, capsys):
+    rc, out, err = memn2n_main(capsys, "--task", 1, "--data-dir", gen_dir, "--ls-epochs", 2, "--epochs", 5,
+                               "--anneal-every", 2, "--ls-lr", 0.004, "--logdir", tmp_path)
+    assert rc == 0, err
+    # two linear epochs at 0.004, then 5 epochs with the softmaxes: 0.004 0.004 0.002 0.002 0.001
+    assert _epoch_lrs(out) == [0.004, 0.004, 0.004, 0.004, 0.002, 0.002, 0.001]
+    assert "linear_start_end epoch=2" in out
+    rc, out, err = memn2n_main(capsys, "--task", 1, "--data-dir", gen_dir, "--no-ls", "--epochs", 3,
+                               "--anneal-every", 1, "--lr", 0.02, "--logdir", tmp_path)
+    assert rc == 0, err
+    assert _epoch_lrs(out) == [0.02, 0.01, 0.005] and "linear_start_end" not in out   # --lr without LS
+
+
+def test_paper_rule_ends_linear_start_when_the_validation_loss_stops_falling(gen_dir, tmp_path, capsys,
+                                                                           monkeypatch):
+    """--ls-epochs 0: the softmaxes go back in after the first epoch whose validation loss is not below the
+    previous epoch's. The validation losses are scripted; everything else is the real training."""
+    scripted, real = iter([3.0, 2.0, 1.5, 1.6, 1.0, 0.9, 0.8, 0.7, 0.6]), memn2n.evaluate
+
+    def evaluate(sess, model, split, V, **kw):
+        out = real(sess, model, split, V, **kw)
+        return out._replace(loss=next(scripted)) if len(split.answers) == 150 else out  # val: 1,500 / 10
+    monkeypatch.setattr(memn2n, "evaluate", evaluate)
+    rc, out, err = memn2n_main(capsys, "--task", 1, "--data-dir", gen_dir, "--ls-epochs", 0, "--epochs", 5,
+                               "--logdir", tmp_path)                  # at most --epochs linear epochs: 5
+    assert rc == 0, err
+    assert re.findall(r"^epoch=\d+ .* val_loss=([\d.]+)", out, re.M)[:4] == ["3.0000", "2.0000", "1.5000", "1.6000"]
+    assert "linear_start_end epoch=4" in out and out.count("linear_start_end") == 1
+    assert len(_epoch_lrs(out)) == 4 + 5                                 # then the --epochs 5 with softmaxes
+
+
+@pytest.mark.parametrize("flags,expected", [
+    ([], dict(d=20, epochs=100, ls_epochs=20, anneal_every=25)),
+    (["--joint"], dict(d=50, epochs=60, ls_epochs=30, anneal_every=15)),   # joint training (Sec. 4.2)
+    (["--joint", "-d", "30", "--epochs", "7", "--ls-epochs", "0"], dict(d=30, epochs=7, ls_epochs=0, anneal_every=15)),
+])
+def test_joint_training_has_its_own_d_and_schedule(flags, expected):
+    args = memn2n.parse_args(flags)
+    assert {k: getattr(args, k) for k in expected} == expected
+    _, model, sess = _memn2n_graph(flags)
+    assert model.params[0].shape.as_list() == [12, expected["d"]]       # A_1 is V x d
+    sess.close()

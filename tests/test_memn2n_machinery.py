@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import time
 
@@ -18,7 +17,7 @@ import memn2n
 import memn2n_log
 import memn2n_models
 import memn2n_checks
-from helpers import HERE, PLACES, TINY, assert_one_line_error, memn2n_main, result_of, run_script, tree, write_task1_like
+from helpers import PLACES, start_script, wait_for_line, TINY, assert_one_line_error, memn2n_main, result_of, run_script, tree, write_task1_like
 
 
 def _config(folder):
@@ -116,8 +115,10 @@ def test_ensemble_averages_the_runs_answer_distributions(tiny_dir, tmp_path, cap
 def test_several_tasks_in_worker_processes_then_load_them(tiny_dir, tmp_path, capsys):
     save = tmp_path / "tasks"
     rc, out, err = run_script("memn2n.py", "--task", "2,1", "--data-dir", tiny_dir, *map(str, TINY), "--jobs", "2",
-                              "--save", str(save), "--logdir", str(tmp_path), "--no-xla")
+                              "--save", str(save), "--logdir", str(tmp_path), "--no-xla", quiet_tf=False)
     assert rc == 0, err
+    assert err == ""                                   # none of TensorFlow's start-up lines, from any process
+    assert re.search(r"^tasks_done=1/2 progress=\d+\.\d% elapsed=\d+m\d\ds eta=\d+m\d\ds$", out, re.M), out
     assert re.search(r"task=1 test_error=[\d.]+ wall_s=", out) and re.search(r"task=2 test_error=", out)
     res = result_of(out)
     assert res["tasks"] == "2" and "single-supporting-fact" in out and "two-supporting-facts" in out
@@ -475,30 +476,12 @@ def test_a_signal_whose_interrupt_python_dropped_still_stops_training(trained, g
 
 
 # --------------------------------------------------------------------------- signals
-def _start(args, ignore_sigint=False):
-    """memn2n.py as a job scheduler or a background shell job starts it (SIGINT ignored there)."""
-    pre = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None
-    return subprocess.Popen([sys.executable, os.path.join(HERE, "memn2n.py"), *map(str, args)], preexec_fn=pre,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-
-
-def _wait_for(p, pattern, count=1):
-    seen = set()
-    for line in p.stdout:
-        m = re.match(pattern, line)
-        if m:
-            seen.add(m.group(1))
-            if len(seen) >= count:
-                return
-
-
 @pytest.mark.parametrize("sig,ignored,status", [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)])
 def test_signal_saves_model_and_exits(sig, ignored, status, gen_dir, tmp_path):
     save = tmp_path / "model"
-    p = _start(["--task", 1, "--data-dir", gen_dir, "--epochs", 1000, "--save", save, "--logdir", tmp_path,
+    p = start_script("memn2n.py", ["--task", 1, "--data-dir", gen_dir, "--epochs", 1000, "--save", save, "--logdir", tmp_path,
                 "--no-xla"], ignore_sigint=ignored)
-    _wait_for(p, r"epoch=(3) ")                                          # training is under way
+    wait_for_line(p, r"epoch=(3) ")                                          # training is under way
     p.send_signal(sig)
     _, err = p.communicate(timeout=120)
     assert_one_line_error(p.returncode, err, "interrupted: saved the model trained so far to", str(save),
@@ -509,9 +492,9 @@ def test_signal_saves_model_and_exits(sig, ignored, status, gen_dir, tmp_path):
 @pytest.mark.parametrize("sig,ignored,status", [(signal.SIGTERM, False, 143), (signal.SIGINT, True, 130)])
 def test_signal_stops_every_task_and_says_which_saved(sig, ignored, status, tiny_dir, tmp_path):
     save = tmp_path / "tasks"
-    p = _start(["--task", "all", "--jobs", 2, "--data-dir", tiny_dir, "--epochs", 10000, "--log-every", 1,
+    p = start_script("memn2n.py", ["--task", "all", "--jobs", 2, "--data-dir", tiny_dir, "--epochs", 10000, "--log-every", 1,
                 "--save", save, "--logdir", tmp_path, "--no-xla"], ignore_sigint=ignored)
-    _wait_for(p, r"task=(\d+) epoch=", count=2)                          # two tasks training, 18 waiting
+    wait_for_line(p, r"task=(\d+) epoch=", count=2)                          # two tasks training, 18 waiting
     t0 = time.time()
     p.send_signal(sig)                                                   # to the main process only
     _, err = p.communicate(timeout=120)
