@@ -284,9 +284,9 @@ def train_runs(sess, model, data, args, writer, prefix=""):
         data.hold_out(val_fold(args, r))                           # this run's validation tenth
         sess.run(model.init)                                       # each run draws fresh N(0, 0.1) weights
         run_prefix = prefix + (f"run={r + 1} " if args.runs > 1 else "")
+        log = memn2n_log.EpochLog(writer if r == 0 else None, args.log_every, run_prefix)  # stdout, TensorBoard
         try:
-            log = memn2n_log.EpochLog(writer if r == 0 else None, args.log_every, run_prefix)  # stdout, TensorBoard
-            errors = train(sess, model, data, args, rng, log, lambda: SIGNALS.received)  # machinery: a signal
+            errors = train(sess, model, data, args, rng, log, lambda: SIGNALS.received)  # machinery: Ctrl-C came
         except KeyboardInterrupt:
             if not trained:                                        # stopped during the first run: keep it
                 trained.append(Trained(np.nan, np.nan, sess.run(model.params)))
