@@ -13,10 +13,6 @@ gamma = 0.99, beta = 0.01, shared RMSProp, the LSTM agent).
     python a3c.py --env PongNoFrameskip-v4 --workers 2 --threads 4   # parameter-server cluster on localhost
 README.md has the results, the deviations from the paper and the multi-machine commands.
 """
-import argparse
-import collections
-import os
-import signal
 import sys
 import threading
 import time
@@ -25,19 +21,16 @@ import types
 import numpy as np
 
 import atari_env
-from a3c_runtime import Log, Parser, check_meta, check_ranges, die, first_line, ignore_signals, join_cluster, \
-    launch_local, load_meta, make_env_or_die, open_video, prepare_checkpoint_dir, quiet_stderr, retry_aborted, \
-    save, stall_watchdog, warn, RESTART  # machinery
+from a3c_checkpoints import Checkpoints  # machinery, these imports down to tf_session
+from a3c_cli import add_output_flags, check_ranges, entry_point, fill_defaults, fill_dirs, kind_help, load_tf, make_env
+from a3c_cluster import add_flags as add_cluster_flags, join_cluster, launch
+from a3c_log import Log, Shared
+from a3c_play import play
+from a3c_threads import ctrl_c_skips, run_threads
+from cli import Parser, UserError
+from tf_session import session
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-try:
-    with quiet_stderr():
-        import tensorflow.compat.v1 as tf
-except KeyboardInterrupt:  # Ctrl-C while TensorFlow loads: nothing has started, nothing to save
-    sys.exit(130)
-tf.logging.set_verbosity(tf.logging.ERROR)  # partial_run & co. are "deprecated" but present in TF 2.21
-tf.disable_v2_behavior()  # placeholders, Session, partial_run, v1 optimizers, as in the slides
-
+tf = load_tf()                                             # machinery: TF1-style graphs, TensorFlow's start-up quiet
 # Defaults that depend on the network, which the env decides. The Atari CNN keeps the paper's and the
 # authors' values but RMSProp's epsilon (the authors' 0.1 barely learned in 3M frames); the
 # classic-control MLP's come from a measured sweep. README: deviations, with the figures.
@@ -50,25 +43,8 @@ CELLS = 256  # LSTM cells (Section 8)
 PLAY_SEED = 20_000  # --play and the final evaluation: games apart from thread i's (seed + i), the same in both
 
 
-def per_kind(name):
-    fmt = lambda v: f"{v:,}" if isinstance(v, int) else f"{v:g}"  # noqa: E731
-    lstm = f", {fmt(MLP_LSTM[name])} with --lstm" if name in MLP_LSTM else ""
-    return f"(default: Atari CNN {fmt(DEFAULTS['cnn'][name])}, classic-control MLP {fmt(DEFAULTS['mlp'][name])}{lstm})"
-
-
-def fill_defaults(args, obs_shape):
-    """The defaults that depend on the network: the CNN for Atari frames, the MLP for vectors."""
-    kind = "cnn" if len(obs_shape) == 3 else "mlp"
-    if args.value_torso == "own" and (kind == "cnn" or args.lstm):
-        die("--value-torso own is for the feed-forward MLP (vector observations, no --lstm)")
-    defaults = dict(DEFAULTS[kind], **(MLP_LSTM if kind == "mlp" and args.lstm else {}))
-    for name, value in defaults.items():
-        if getattr(args, name) is None:
-            setattr(args, name, value)
-    return kind
-
-
 def parse_args(argv=None):
+    per_kind = kind_help(DEFAULTS, MLP_LSTM)           # "(default: Atari CNN 7e-04, classic-control MLP 0.003)"
     p = Parser(description=__doc__.split("\n")[0], allow_abbrev=False)  # --work 2 must not reach the workers
     p.add_argument("--env", default=None, help="gymnasium id (default Breakout-v0; for --play: the checkpoint's)")
     p.add_argument("--threads", type=int, default=8, help="actor-learner threads (default 8; paper: 16)")
@@ -84,41 +60,23 @@ def parse_args(argv=None):
     p.add_argument("--beta", type=float, help=f"entropy bonus weight {per_kind('beta')}; paper: 0.01")
     p.add_argument("--value-coef", type=float, help="weight of the (R - V)^2 loss " + per_kind("value_coef") +
                    "; the authors' 0.5, Algorithm 3's plain gradient 1.0")
-    p.add_argument("--max-grad-norm", type=float, default=40.0, help="clip each update to this global norm (default 40, the authors')")
+    p.add_argument("--max-grad-norm", type=float, default=40.0,
+                   help="clip each update to this global norm (default 40, the authors')")
     p.add_argument("--rms-decay", type=float, default=0.99, help="RMSProp decay (default and paper: 0.99)")
     p.add_argument("--rms-eps", type=float, help="RMSProp epsilon, inside the square root " + per_kind("rms_eps"))
-    p.add_argument("--seed", type=int, default=1, help="seeds TF, and thread i's env and actions with seed + i (default 1)")
-    p.add_argument("--vector-env", action=argparse.BooleanOptionalAction,
-                   help="Atari: one ale_py AtariVectorEnv per thread (native preprocessing, releases the GIL); "
-                        "default: on where it can run the id (a fixed frameskip), else the OpenCV path")
-    p.add_argument("--fire-reset", action=argparse.BooleanOptionalAction, default=True,
-                   help="press FIRE after each reset, as DQN-era wrappers do (default on; README)")
+    p.add_argument("--seed", type=int, default=1,
+                   help="seeds TF, and thread i's env and actions with seed + i (default 1)")
+    atari_env.add_flags(p)                                 # machinery: --vector-env, --fire-reset
     p.add_argument("--partial-run", action="store_true",
                    help="the slides' variant: reuse the acting forward passes in the update (feed-forward only; "
                         "TF 2.21 leaks ~120 KB per update on this path, see README)")
     p.add_argument("--eval-every", type=int, help="agent steps between evaluations of a snapshot of theta, "
                    "0 = never " + per_kind("eval_every"))
     p.add_argument("--eval-episodes", type=int, help="full games per evaluation " + per_kind("eval_episodes"))
-    p.add_argument("--logdir", default=None, help="TensorBoard dir (default runs/<env>__<seed>__<time>)")
-    p.add_argument("--checkpoint-dir", default=None, help="checkpoint dir (default checkpoints/<env>__<seed>)")
-    p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --checkpoint-dir")
-    p.add_argument("--overwrite", action="store_true", help="start afresh in a --checkpoint-dir that holds a run")
-    p.add_argument("--log-interval", type=float, default=5.0, help="seconds between stdout/TensorBoard logs (default 5)")
-    p.add_argument("--save-interval", type=float, default=600.0, help="seconds between checkpoints (default 600)")
-    p.add_argument("--play", metavar="CHECKPOINT_DIR", help="run a trained policy instead of training")
-    p.add_argument("--episodes", type=int, default=10, help="--play: full games to run (default 10)")
-    p.add_argument("--record", metavar="FILE.mp4", help="--play: write a video of the games")
-    cl = p.add_argument_group("cluster mode (TensorFlow's parameter-server runtime; README)")
-    cl.add_argument("--workers", type=int, help="start a ps and N worker processes on localhost and run them")
-    cl.add_argument("--ps-hosts", help="host:port[,host:port...] of the parameter servers")
-    cl.add_argument("--worker-hosts", help="host:port,host:port... of the workers (worker 0 is the chief)")
-    cl.add_argument("--job-name", choices=["ps", "worker"], help="what this process is")
-    cl.add_argument("--task-index", type=int, help="this process's index within its job")
-    cl.add_argument("--stall-timeout", type=float, default=300.0, help="seconds without an update before a "
-                    "worker exits with status 3; --workers then restarts all from the last checkpoint "
-                    "(default 300, 0 = never)")
+    add_output_flags(p)                                    # machinery: --logdir ... --record
+    add_cluster_flags(p)                                   # machinery: --workers, --job-name, ...
     args = p.parse_args(argv)
-    check_ranges(args)                                     # a bad value: one line naming its flag
+    check_ranges(args)                                     # machinery: a bad value is one line naming its flag
     return args
 
 
@@ -206,7 +164,9 @@ def build_local(scope, g, obs_shape, n_actions, args, learner=True):
         if learner:
             net.a_ph = tf.placeholder(tf.int32, [None], "a")
             net.R_ph = tf.placeholder(tf.float32, [None], "R")
-            net.train, net.grads = loss_and_update(logits, v, net.a_ph, net.R_ph, theta_local, g, args)
+            net.train, net.grads, net.clipped = loss_and_update(logits, v, net.a_ph, net.R_ph, theta_local, g, args)
+    if learner and args.partial_run:
+        net.pr = build_partial_run(scope, g, obs_shape, n_actions, args)
     return net
 
 
@@ -230,7 +190,7 @@ def loss_and_update(logits, v, a_ph, R_ph, theta_local, g, args, mask=1.0):
     with tf.control_dependencies([update]):                # partial_run cannot fetch ops: fetch a tensor
         T = tf.identity(g.T.assign_add(tf.cast(n, tf.int64)))  # T <- T + n
     return dict(T=T, policy_loss=policy_loss / n, value_loss=value_loss / n,
-                entropy=tf.reduce_sum(mask * entropy) / n), [d for d, _ in grads_and_vars]
+                entropy=tf.reduce_sum(mask * entropy) / n), [d for d, _ in grads_and_vars], d_theta
 
 
 def build_partial_run(scope, g, obs_shape, n_actions, args):
@@ -240,11 +200,12 @@ def build_partial_run(scope, g, obs_shape, n_actions, args):
         s = [placeholders(obs_shape, False, 1)[0] for _ in range(args.t_max + 1)]
         out = [network(s_k, n_actions, None, args.value_torso == "own") for s_k in s]
         pr = types.SimpleNamespace(s=s, pi=[tf.nn.softmax(lg) for lg, _, _ in out[:-1]], v_boot=out[-1][1],
-                                   a_ph=tf.placeholder(tf.int32, [args.t_max]), R_ph=tf.placeholder(tf.float32, [args.t_max]),
+                                   a_ph=tf.placeholder(tf.int32, [args.t_max]),
+                                   R_ph=tf.placeholder(tf.float32, [args.t_max]),
                                    mask_ph=tf.placeholder(tf.float32, [args.t_max]))  # 0: padding after a terminal
         logits, v = tf.concat([o[0] for o in out[:-1]], 0), tf.concat([o[1] for o in out[:-1]], 0)
-        pr.train, pr.grads = loss_and_update(logits, v, pr.a_ph, pr.R_ph, tf.trainable_variables(scope + "/"),
-                                             g, args, pr.mask_ph)
+        theta_local = tf.trainable_variables(scope + "/")
+        pr.train, pr.grads, pr.clipped = loss_and_update(logits, v, pr.a_ph, pr.R_ph, theta_local, g, args, pr.mask_ph)
     return pr
 
 
@@ -267,9 +228,7 @@ def zero_state(args):
 
 
 def feed(net, s, state):
-    fd = {net.s_ph: s}
-    fd.update(zip(net.state_ph or (), state))
-    return fd
+    return {net.s_ph: s, **dict(zip(net.state_ph or (), state))}  # the LSTM's (c, h) too, if it has one
 
 
 def learning_rate(args, T):
@@ -278,12 +237,13 @@ def learning_rate(args, T):
 
 def actor_learner(i, sess, net, g, env, args, shared, stop):
     rng = np.random.default_rng(args.seed + shared.first + i)  # as thread i's env (first: this process's first)
-    s, state = env.reset(), zero_state(args)               # state: the LSTM's (c, h), carried across rollouts
+    s = env.reset()
+    state = zero_state(args)                               # the LSTM's (c, h), carried across rollouts
     while not stop.is_set() and shared.T < args.max_steps:
         lr = learning_rate(args, shared.T)
-        with shared.cores:                                 # one rollout per core at a time (Shared, below)
+        with shared.cores:                                 # one rollout per core at a time (a3c_log.Shared)
             if args.partial_run:                           # same algorithm, the slides' way (below)
-                s = partial_run_rollout(sess, shared.pr[i], net, g, env, s, rng, lr, args, shared, i)
+                s = partial_run_rollout(sess, net.pr, net, g, env, s, rng, lr, args, shared, i)
                 continue
             sess.run(net.copy_from_global)                 # synchronise theta' <- theta, theta'_v <- theta_v
             state_start, states, actions, rewards = state, [], [], []
@@ -299,7 +259,7 @@ def actor_learner(i, sess, net, g, env, args, shared, stop):
                     break
             if done and not info["truncated"]:
                 R = 0.0                                    # terminal s_t
-            else:                                          # bootstrap from V(s_t; theta'_v); a time limit is not terminal
+            else:                                          # bootstrap from V(s_t; theta'_v): a time limit is no end
                 R = sess.run(net.v, feed(net, (info["final_obs"] if done else s)[None], state))[0]
             fd = feed(net, np.array(states), state_start)  # the update unrolls the LSTM from the rollout's start
             fd.update({net.a_ph: actions, net.R_ph: n_step_returns(rewards, R, args.gamma), g.lr_ph: lr})
@@ -324,13 +284,16 @@ def partial_run_rollout(sess, pr, net, g, env, s, rng, lr, args, shared, i):
         shared.record(i, info)
         if done:
             break
-    n, zero = len(rewards), np.zeros((1, *s.shape), s.dtype)
+    n = len(rewards)
+    zero = np.zeros((1, *s.shape), s.dtype)
     fd = {pr.s[k]: zero for k in range(n, t_max)}          # padded, masked steps finish the handle
     if done and not info["truncated"]:
-        R, fd[pr.s[t_max]] = 0.0, zero
+        R = 0.0                                            # terminal s_t
+        fd[pr.s[t_max]] = zero                             # the unused bootstrap copy, fed to finish the handle
     else:
         R = sess.partial_run(h, pr.v_boot, {pr.s[t_max]: (info["final_obs"] if done else s)[None]})[0]
-    fd.update({pr.a_ph: np.pad(actions, (0, t_max - n)), pr.R_ph: np.pad(n_step_returns(rewards, R, args.gamma), (0, t_max - n)),
+    returns = n_step_returns(rewards, R, args.gamma)
+    fd.update({pr.a_ph: np.pad(actions, (0, t_max - n)), pr.R_ph: np.pad(returns, (0, t_max - n)),
                pr.mask_ph: (np.arange(t_max) < n).astype(np.float32), g.lr_ph: lr})
     left = pr.pi[n:] + ([pr.v_boot] if pr.s[t_max] in fd else [])  # fetches the handle has not given yet
     vals = sess.partial_run(h, left + list(pr.train.values()), fd)[len(left):]
@@ -338,31 +301,13 @@ def partial_run_rollout(sess, pr, net, g, env, s, rng, lr, args, shared, i):
     return s
 
 
-class Shared:
-    """What the threads share besides the graph: T as last read, frames per thread, finished games."""
-
-    def __init__(self, T, threads, prs=None, first=0):
-        self.T, self.frames, self.pr, self.first = T, [0] * threads, prs, first
-        # At most one rollout per core at a time. The OS time-slices 8 threads on 2 cores anyway; slicing
-        # at rollout boundaries means fewer threads contend for the GIL at once (measured: README, speed).
-        self.cores = threading.BoundedSemaphore(min(threads, len(os.sched_getaffinity(0))))
-        self.games, self.stats, self.evals = collections.deque(), collections.deque(), collections.deque()
-
-    def record(self, i, info):
-        self.frames[i] += info["frames"]
-        if info["game_over"]:
-            self.games.append((self.T, info["episode_return"], info["episode_length"]))
-
-    def update(self, stats):
-        self.T = max(self.T, int(stats["T"]))
-        self.stats.append((stats["policy_loss"], stats["value_loss"], stats["entropy"]))
-
-
 # ---------------------------------------------------------------- evaluation (the protocol of --play)
 def play_games(sess, net, env, n, rng, args, stop=None, on_step=None):
     """n full games (up to 30 no-op starts, at most 108,000 frames, a lost life ends nothing),
     actions sampled from pi as in training. Returns the raw scores."""
-    scores, s, state = [], env.reset(), zero_state(args)
+    scores = []
+    s = env.reset()
+    state = zero_state(args)
     while len(scores) < n and not (stop and stop.is_set()):
         pi, state = sess.run((net.pi, net.state), feed(net, s[None], state))
         s, _, _, info = env.step(sample(rng, pi[0]))
@@ -377,7 +322,8 @@ def play_games(sess, net, env, n, rng, args, stop=None, on_step=None):
 
 def evaluator(sess, net, env, args, shared, stop):
     """Every --eval-every steps: snapshot theta (copy_from_global) and play --eval-episodes games with it."""
-    rng, next_T = np.random.default_rng(args.seed + 10_000), (shared.T // args.eval_every + 1) * args.eval_every
+    rng = np.random.default_rng(args.seed + 10_000)
+    next_T = (shared.T // args.eval_every + 1) * args.eval_every
     while not stop.is_set() and shared.T < args.max_steps:  # the final theta is scored after training
         if shared.T < next_T:
             stop.wait(0.5)
@@ -390,225 +336,64 @@ def evaluator(sess, net, env, args, shared, stop):
         next_T = (shared.T // args.eval_every + 1) * args.eval_every
 
 
-# ---------------------------------------------------------------- session, envs
-class Session(tf.Session):
-    """Runs every graph in the calling thread (RunOptions.inter_op_thread_pool = -1): for these small
-    graphs the hand-over to TF's own pool cost more CPU than the ops (README: speed). One op is never
-    split over cores (intra-op 1): the actor-learner threads keep the cores busy."""
-
-    def run(self, fetches, feed_dict=None, options=None, run_metadata=None):
-        return super().run(fetches, feed_dict, options or tf.RunOptions(inter_op_thread_pool=-1), run_metadata)
-
-
-def session(args, target="", config=None):
-    config = config or tf.ConfigProto()
-    config.intra_op_parallelism_threads, config.inter_op_parallelism_threads = 1, max(2, args.threads + 1)
-    with quiet_stderr():                                   # "failed call to cuInit" on machines without a GPU
-        return Session(target, config=config)
-
-
-def restore(sess, saver, meta):
-    try:
-        saver.restore(sess, meta["model"])
-    except (tf.errors.OpError, ValueError) as e:
-        die(f"cannot restore {meta['model']} ({first_line(e)}); the checkpoint is damaged or from another network")
-
-
-# ---------------------------------------------------------------- --play
-def play(args):
-    meta = load_meta(args.play)
-    env_id = args.env or meta["env"]
-    args.lstm = args.lstm or meta["lstm"]                  # a mismatch is refused by check_meta
-    args.value_torso = meta.get("value_torso", "shared")
-    args.fire_reset = meta.get("fire_reset", True) and args.fire_reset
-    env = make_env_or_die(env_id, args.seed + PLAY_SEED, training=False, render=bool(args.record),
-                          fire_reset=args.fire_reset)
-    obs_shape, n_actions = env.observation_space.shape, int(env.action_space.n)
-    check_meta(meta, args.play, env_id, obs_shape, n_actions, args.lstm)
-    video = open_video(args.record, env, env_id) if args.record else None
-    print(atari_env.describe(env_id, False, args.fire_reset), flush=True)
-    tf.set_random_seed(args.seed)
-    args.rms_eps = 0.1                                     # build_global makes an optimizer; --play never uses it
-    g = build_global(obs_shape, n_actions, args)
-    net = build_local("play", g, obs_shape, n_actions, args, learner=False)
-    sess = session(args)
-    restore(sess, tf.train.Saver(g.theta + [g.T]), meta)
-    sess.run(net.copy_from_global)
-    scores = []
-
-    def on_step(info):
-        if video is not None:
-            video.write(env.render()[:, :, ::-1])          # RGB -> BGR
-        if info["game_over"]:
-            scores.append(info["episode_return"])
-            print(f"episode={len(scores)} return={scores[-1]:.1f} length={info['episode_length']}", flush=True)
-
-    play_games(sess, net, env, args.episodes, np.random.default_rng(args.seed + PLAY_SEED), args, on_step=on_step)
-    if video is not None:
-        video.release()
-    print(f"RESULT env={env_id} episodes={len(scores)} mean_return={np.mean(scores):.2f} "
-          f"std_return={np.std(scores):.2f}", flush=True)
-    return 0
-
-
-# ---------------------------------------------------------------- training
-def main(argv=None):
-    # Ctrl-C (and kill -TERM) -> KeyboardInterrupt in the main thread -> save a checkpoint, exit 0.
-    # Explicit, because a background job of a non-interactive shell starts with SIGINT ignored.
-    previous = {s: signal.signal(s, signal.default_int_handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        args = parse_args(argv)
-        with tf.Graph().as_default():                      # a fresh graph per call (main() is also called in-process)
-            if args.play:
-                return play(args)
-            if args.workers or args.job_name:
-                return cluster_main(args, sys.argv[1:] if argv is None else argv)
-            return train(args)
-    except KeyboardInterrupt:                              # before training started: nothing to save
-        print("interrupted", file=sys.stderr, flush=True)
-        return 130
-    finally:                                               # an in-process caller gets its own handlers back
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def fill_dirs(args):
-    args.env = args.env or "Breakout-v0"
-    tag = f"{args.env.replace('/', '_')}__{args.seed}"
-    args.checkpoint_dir = args.checkpoint_dir or os.path.join("checkpoints", tag)
-    args.logdir = args.logdir or os.path.join("runs", f"{tag}__{int(time.time())}")
-
-
-def train(args, cluster=None):
-    fill_dirs(args)
-    if args.vector_env is None:                            # the GIL-free env path wherever it can run the id
-        args.vector_env = atari_env.vector_ok(args.env)
-    chief, first = cluster is None or cluster.chief, cluster.task_index * args.threads if cluster else 0
+# ---------------------------------------------------------------- main: envs, graph, train, test, RESULT
+@entry_point                                               # machinery: one-line errors, Ctrl-C handlers, a fresh graph
+def main(argv, signals):
+    args = parse_args(argv)
+    if args.play:                                          # machinery: a checkpoint's theta plays full games
+        return play(args, sys.modules[__name__])
+    if args.workers:                                       # machinery: a ps and N workers on this machine
+        return launch(args, argv, __file__)
+    cluster = join_cluster(args)                           # machinery: this process's part (a ps serves in there)
+    first = cluster.task_index * args.threads              # this process's first thread, in cluster mode
+    fill_dirs(args)                                        # machinery: --env, folders, --vector-env by default
+    # envs: thread i plays its own, seeded seed + i
     env_kw = dict(vector=args.vector_env, fire_reset=args.fire_reset)
-    envs = [make_env_or_die(args.env, args.seed + first + i, **env_kw) for i in range(args.threads)]  # thread i
-    obs_shape, n_actions = envs[0].observation_space.shape, int(envs[0].action_space.n)
-    meta = dict(env=args.env, obs_shape=list(obs_shape), n_actions=n_actions, network=fill_defaults(args, obs_shape),
-                lstm=args.lstm, fire_reset=args.fire_reset, value_torso=args.value_torso)
-    saved, mine = prepare_checkpoint_dir(args) if chief else (None, [])  # mine: the step dir this run may replace
-    if saved:
-        check_meta(saved, args.checkpoint_dir, args.env, obs_shape, n_actions, args.lstm, args.value_torso)
+    envs = [make_env(args.env, args.seed + first + i, **env_kw) for i in range(args.threads)]
+    obs_shape = envs[0].observation_space.shape
+    n_actions = int(envs[0].action_space.n)
+    kind = fill_defaults(args, obs_shape, DEFAULTS, MLP_LSTM)  # the network's own defaults, unless given
+    checkpoint = Checkpoints(args, obs_shape, n_actions, kind, cluster.chief)  # machinery: --resume, or refused
     print(atari_env.describe(args.env, args.vector_env, args.fire_reset), flush=True)
-
+    # graph: theta and T on the ps in cluster mode, each thread's theta' here
     tf.set_random_seed(args.seed)
-    with tf.device(cluster.ps_device if cluster else None):
+    with tf.device(cluster.ps_device):
         g = build_global(obs_shape, n_actions, args)
-    with tf.device(cluster.worker_device if cluster else None):
+    with tf.device(cluster.worker_device):
         nets = [build_local(f"thread_{i}", g, obs_shape, n_actions, args) for i in range(args.threads)]
-        prs = [build_partial_run(f"thread_{i}", g, obs_shape, n_actions, args) for i in range(args.threads)] \
-            if args.partial_run else None
-        evaluator_net = build_local("eval", g, obs_shape, n_actions, args, learner=False) if chief else None
-        saver = tf.train.Saver(tf.global_variables("global/"), max_to_keep=1, sharded=False)  # theta, T, RMSProp
-        init_global = tf.variables_initializer(tf.global_variables("global/"))
-        init_local = tf.variables_initializer([v for v in tf.global_variables() if not v.name.startswith("global/")])
-        uninitialized = tf.report_uninitialized_variables(tf.global_variables("global/"))
-    sess = session(args, cluster.target, cluster.config) if cluster else session(args)
-    if chief:
-        sess.run(init_global)
-        if saved:
-            restore(sess, saver, saved)
-            print(f"resumed {args.checkpoint_dir} at global_step={sess.run(g.T)}", flush=True)
-    while sess.run(uninitialized).size:                    # a non-chief worker waits for the chief
-        time.sleep(0.5)
-    sess.run(init_local)
-    sess.graph.finalize()                                  # no op may be added from the threads by mistake
-    shared, stop, errors = Shared(int(sess.run(g.T)), args.threads, prs, first), threading.Event(), []
-    log = Log(tf, tf.summary.FileWriter(args.logdir) if chief else None, args, shared, learning_rate)
-
-    # TF's gRPC runtime can fail a step in cluster mode (README: known problem): such a thread retries once,
-    # and a worker it fails again exits with status RESTART, which the --workers launcher answers with a restart.
-    grpc_errors = (tf.errors.AbortedError, tf.errors.CancelledError, tf.errors.UnavailableError)
-
-    def on_error(e):                                       # a thread that raises stops the run with its error
-        code = RESTART if cluster and isinstance(e.exc_value, grpc_errors) else 1
-        errors.append((f"{e.thread.name} failed: {first_line(e.exc_value)}", code))
-        stop.set()
-
-    threading.excepthook, excepthook = on_error, threading.excepthook
-    target = retry_aborted(actor_learner, grpc_errors) if cluster else actor_learner
-    learners = [threading.Thread(target=target, args=(i, sess, nets[i], g, envs[i], args, shared, stop),
+        evaluator_net = build_local("eval", g, obs_shape, n_actions, args, learner=False) if cluster.chief else None
+    sess = session(args.threads, cluster.target, cluster.config)
+    checkpoint.start(sess, g.T, cluster.worker_device)     # machinery: theta, T initialised or restored
+    # train: Algorithm 3 in args.threads threads, the evaluator beside them
+    shared = Shared(int(sess.run(g.T)), args.threads, first)
+    stop = threading.Event()
+    log = Log(tf.summary.FileWriter(args.logdir) if cluster.chief else None, args, shared, learning_rate)
+    learners = [threading.Thread(target=cluster.retry(actor_learner),  # machinery: gRPC's passing aborts
+                                 args=(i, sess, nets[i], g, envs[i], args, shared, stop),
                                  name=f"actor-learner {first + i}", daemon=True) for i in range(args.threads)]
     others = [threading.Thread(target=evaluator, name="evaluator", daemon=True, args=(
-        sess, evaluator_net, make_env_or_die(args.env, args.seed + 10_000, training=False, **env_kw),
-        args, shared, stop))] if chief and args.eval_every else []
-    for t in learners + others:
-        t.start()
-    if cluster and args.stall_timeout:                     # TF's gRPC runtime can block for good (README)
-        threading.Thread(target=stall_watchdog, args=(shared, args.stall_timeout, learners,
-                         f"worker {cluster.task_index}"), name="watchdog", daemon=True).start()
-
-    def checkpoint():                                      # theta, theta_v, T, RMSProp's slots; atomic
-        try:
-            save(lambda path: saver.save(sess, path, write_meta_graph=False, write_state=False),
-                 args.checkpoint_dir, dict(meta, T=int(sess.run(g.T))), mine)
-            return True
-        except (OSError, ValueError, tf.errors.OpError) as e:  # ValueError: TF's "parent directory doesn't exist"
-            where = f"the last good one is {os.path.join(args.checkpoint_dir, mine[0])}" if mine else "none was saved"
-            warn(f"checkpoint not saved ({first_line(e)}); {where}")
-
-    last_save, interrupted = time.time(), False
-    try:
-        while any(t.is_alive() for t in learners):
-            stop.wait(args.log_interval)
-            if stop.is_set():                              # done, or a thread failed: the others finish their rollout
-                for t in learners:
-                    t.join()
-            log()
-            if chief and time.time() - last_save > args.save_interval:
-                last_save = time.time()
-                checkpoint()
-    except KeyboardInterrupt:
-        interrupted = True
-        ignore_signals()                                   # a second Ctrl-C must not break the final save
-        print("interrupted: saving checkpoint", file=sys.stderr, flush=True)
-        stop.set()
-        for t in learners:
-            t.join()
-    stop.set()
-    for t in others:
-        t.join()
-    threading.excepthook = excepthook
-    if errors:                                             # keep what the threads learnt, then stop with the error
-        if chief:
-            ignore_signals()
-            checkpoint()
-        die(*errors[0])
-    shared.T, wall = int(sess.run(g.T)), time.time() - log.t0
-    if chief and args.eval_every and not interrupted:      # the final theta, scored the way papers score
-        try:
+        sess, evaluator_net, make_env(args.env, args.seed + 10_000, training=False, **env_kw), args, shared, stop))
+              ] if evaluator_net and args.eval_every else []
+    interrupted = run_threads(learners, others, stop, args.log_interval, [log, checkpoint.when_due], signals,
+                              checkpoint, cluster.status, cluster.watchdog(shared, learners))  # machinery
+    shared.T = int(sess.run(g.T))
+    wall = time.time() - log.t0
+    # test: the final theta, scored the way papers score, on the games --play with this seed replays
+    if evaluator_net and args.eval_every and not interrupted:
+        with ctrl_c_skips():                               # machinery: Ctrl-C skips it, not the save
             sess.run(evaluator_net.copy_from_global)
-            env = make_env_or_die(args.env, args.seed + PLAY_SEED, training=False, **env_kw)  # as --play seeds them
+            env = make_env(args.env, args.seed + PLAY_SEED, training=False, **env_kw)
             rng = np.random.default_rng(args.seed + PLAY_SEED)
             scores = play_games(sess, evaluator_net, env, args.eval_episodes, rng, args)
             shared.evals.append((shared.T, float(np.mean(scores)), float(np.std(scores))))
-        except KeyboardInterrupt:                          # Ctrl-C skips the evaluation, not the save
-            print("interrupted: saving checkpoint", file=sys.stderr, flush=True)
-    ignore_signals()                                       # nothing may break the final save
-    saved_ok, mean = not chief or checkpoint(), log(final=True)
-    role = f"worker={cluster.task_index} " if cluster and not chief else ""
-    print(f"RESULT {role}env={args.env} global_step={shared.T} episodes={log.games} mean_return={mean:.2f} "
+    signals.ignore()                                       # nothing may break the final save
+    saved_ok = checkpoint()                                # theta, theta_v, T, RMSProp's slots; a worker saves nothing
+    mean = log(final=True)
+    print(f"RESULT {cluster.role}env={args.env} global_step={shared.T} episodes={log.games} mean_return={mean:.2f} "
           f"eval_return={log.last_eval:.2f} fps={sum(shared.frames) / wall:.0f} wall_s={wall:.1f}", flush=True)
     if not saved_ok:
-        die("the final checkpoint could not be written (see the warning above)", 1)
+        raise UserError("the final checkpoint could not be written (see the warning above)", 1)
     return 0
-
-
-# ---------------------------------------------------------------- cluster mode: TF's parameter-server runtime
-def cluster_main(args, argv):
-    """One process of a cluster (--job-name), or all of them on this machine (--workers N). A ps holds
-    theta, T and RMSProp's slots; each worker runs --threads actor-learner threads whose local networks
-    pull theta and push gradients over gRPC. Worker 0, the chief, initialises, logs, evaluates, saves."""
-    if args.workers:
-        if args.job_name or args.ps_hosts or args.worker_hosts:
-            die("--workers launches its own cluster on this machine; drop --job-name/--ps-hosts/--worker-hosts")
-        fill_dirs(args)                                    # the same dirs for every worker and every restart
-        argv = [*argv, "--checkpoint-dir", args.checkpoint_dir, "--logdir", args.logdir]
-        return launch_local(os.path.abspath(__file__), argv, args.workers, args.checkpoint_dir)
-    return train(args, join_cluster(tf, args))             # a ps serves in join_cluster until it is stopped
 
 
 if __name__ == "__main__":

@@ -281,3 +281,13 @@ def make_env(env_id, seed=0, vector=False, training=True, render=False, fire_res
         raise EnvError(f"{env_id} has observation space {obs_space}; a3c.py handles Atari frames and flat "
                        f"vector observations (a 1-D Box) only")
     return env
+
+
+def add_flags(p):
+    """a3c.py's flags for the env paths, declared here beside what they switch."""
+    import argparse
+    p.add_argument("--vector-env", action=argparse.BooleanOptionalAction,
+                   help="Atari: one ale_py AtariVectorEnv per thread (native preprocessing, releases the GIL); "
+                        "default: on where it can run the id (a fixed frameskip), else the OpenCV path")
+    p.add_argument("--fire-reset", action=argparse.BooleanOptionalAction, default=True,
+                   help="press FIRE after each reset, as DQN-era wrappers do (default on; README)")

@@ -21,7 +21,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 import a3c  # noqa: E402
-import a3c_runtime  # noqa: E402
+import a3c_cluster  # noqa: E402  (the cluster machinery beside a3c.py, not this file)
 
 tf = a3c.tf
 SCRIPT = os.path.join(HERE, "..", "a3c.py")
@@ -31,10 +31,10 @@ def per_update_ms(b, n_ps):
     """ms per copy_from_global and per update; n_ps = 0: one process, no cluster."""
     shape, n_actions = (84, 84, 4), 4
     args = a3c.parse_args(["--env", b.env, "--threads", "1"])
-    a3c.fill_defaults(args, shape)
+    a3c.fill_defaults(args, shape, a3c.DEFAULTS, a3c.MLP_LSTM)
     procs, target, config, ps_dev, me = [], "", None, None, None
     if n_ps:
-        ports = a3c_runtime.free_ports(n_ps + 1)
+        ports = a3c_cluster.free_ports(n_ps + 1)
         hosts = {"ps": [f"localhost:{p}" for p in ports[:n_ps]], "worker": [f"localhost:{ports[-1]}"]}
         common = [sys.executable, SCRIPT, "--ps-hosts", ",".join(hosts["ps"]), "--worker-hosts", hosts["worker"][0],
                   "--job-name", "ps"]
@@ -50,7 +50,7 @@ def per_update_ms(b, n_ps):
                 g = a3c.build_global(shape, n_actions, args)
             with tf.device(me):
                 net = a3c.build_local("thread_0", g, shape, n_actions, args)
-            sess = a3c.session(args, target, config)
+            sess = a3c.session(args.threads, target, config)
             sess.run(tf.global_variables_initializer())
             rng = np.random.default_rng(0)
             fd = {net.s_ph: rng.integers(0, 255, (5, *shape), dtype=np.uint8), net.a_ph: [0, 1, 2, 3, 0],

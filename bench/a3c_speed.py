@@ -70,26 +70,24 @@ def build(b, variant, envs, finalize=True):
     extra = {"lstm": ["--lstm"], "partial_run": ["--partial-run"], "default": []}[variant]
     args = a3c.parse_args(["--env", b.env, "--threads", str(b.threads), "--seed", str(b.seed), *extra,
                            "--vector-env" if b.vector_env else "--no-vector-env"])
-    a3c.fill_defaults(args, envs[0].observation_space.shape)
+    a3c.fill_defaults(args, envs[0].observation_space.shape, a3c.DEFAULTS, a3c.MLP_LSTM)
     args.max_steps = 10 ** 12                              # no annealing, no end
     shape, n_actions = envs[0].observation_space.shape, int(envs[0].action_space.n)
     tf.set_random_seed(b.seed)
     g = a3c.build_global(shape, n_actions, args)
-    nets = [a3c.build_local(f"thread_{i}", g, shape, n_actions, args) for i in range(b.threads)]
-    prs = [a3c.build_partial_run(f"thread_{i}", g, shape, n_actions, args) for i in range(b.threads)] \
-        if args.partial_run else None
-    sess = a3c.session(args)
+    nets = [a3c.build_local(f"thread_{i}", g, shape, n_actions, args) for i in range(b.threads)]  # + partial_run's
+    sess = a3c.session(args.threads)
     sess.run(tf.global_variables_initializer())
     if finalize:
         sess.graph.finalize()
-    return args, sess, g, nets, prs
+    return args, sess, g, nets
 
 
 def training_fps(b, variant):
     envs = make_envs(b, b.threads)
     with tf.Graph().as_default():
-        args, sess, g, nets, prs = build(b, variant, envs)
-    shared, stop = a3c.Shared(0, b.threads, prs), threading.Event()
+        args, sess, g, nets = build(b, variant, envs)
+    shared, stop = a3c.Shared(0, b.threads), threading.Event()
     if b.no_core_limit:
         shared.cores = threading.BoundedSemaphore(b.threads)
     threads = [threading.Thread(target=a3c.actor_learner, args=(i, sess, nets[i], g, envs[i], args, shared, stop))
@@ -116,7 +114,7 @@ def profile(b):
     envs = make_envs(b, 1)
     env = envs[0]
     with tf.Graph().as_default():
-        args, sess, g, nets, _ = build(b, "default", envs, finalize=False)
+        args, sess, g, nets = build(b, "default", envs, finalize=False)
         net = nets[0]
         with tf.variable_scope("profile"):                 # the update split in two to time RMSProp apart
             grads_ph = [tf.placeholder(tf.float32, v.shape) for v in g.theta]

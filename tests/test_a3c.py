@@ -1,43 +1,32 @@
-"""a3c.py, the paper: n-step returns, the policy gradient and entropy signs, batched against per-step gradients, the LSTM, learning."""
+"""a3c.py, the paper: n-step returns, the policy gradient and entropy signs, batched against per-step
+gradients, the clipped shared-RMSProp update, the learning-rate anneal, the time-limit bootstrap,
+the LSTM, learning."""
 import os
-import subprocess
-import sys
 import threading
 
 import gymnasium as gym
 import numpy as np
+import pytest
 import tensorflow.compat.v1 as tf
 
 import a3c
-from helpers import HERE
+from helpers import result_of
 
 
-# =========================================================================== A3C and Atari
-PAPER_ENV = "BreakoutNoFrameskip-v4"
-
-
-def run_a3c(*argv, timeout=300, cwd=None):
-    return subprocess.run([sys.executable, os.path.join(HERE, "a3c.py"), *argv], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
-
-
-def result(stdout):
-    line = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return dict(kv.split("=", 1) for kv in line.split()[1:])
-
-
-def test_n_step_returns():
+@pytest.mark.parametrize("R_boot", [0.0, 5.0], ids=["terminal", "bootstrap"])
+def test_n_step_returns(R_boot):
     r, gamma = [1.0, 0.0, -1.0, 2.0], 0.9
-    for R_boot in (0.0, 5.0):                              # terminal, bootstrap from V(s_t)
-        ref = [sum(gamma ** (k - i) * r[k] for k in range(i, len(r))) + gamma ** (len(r) - i) * R_boot
-               for i in range(len(r))]
-        np.testing.assert_allclose(a3c.n_step_returns(r, R_boot, gamma), ref, rtol=1e-6)
+    ref = [sum(gamma ** (k - i) * r[k] for k in range(i, len(r))) + gamma ** (len(r) - i) * R_boot
+           for i in range(len(r))]
+    np.testing.assert_allclose(a3c.n_step_returns(r, R_boot, gamma), ref, rtol=1e-6)
 
 
 class FixedLengthEnv:
     """Vector-observation env whose episodes last `length` steps; observations depend on the actions."""
     observation_space = gym.spaces.Box(-1, 1, (4,), np.float32)
     action_space = gym.spaces.Discrete(2)
+
+    truncated = False                                      # True: the episode ends on a time limit, not a terminal
 
     def __init__(self, length, seed=0):
         self.length, self.rng = length, np.random.default_rng(seed)
@@ -49,7 +38,7 @@ class FixedLengthEnv:
     def step(self, a):
         self.t += 1
         self.obs = (self.obs * 0.9 + (a - 0.5) + self.rng.normal(size=4) * 0.1).astype(np.float32)
-        info = dict(raw_reward=float(a), game_over=self.t >= self.length, truncated=False, frames=1)
+        info = dict(raw_reward=float(a), game_over=self.t >= self.length, truncated=self.truncated, frames=1)
         obs = self.obs
         if info["game_over"]:
             info.update(final_obs=obs, episode_return=0.0, episode_length=self.t)
@@ -72,31 +61,40 @@ class Bandit(FixedLengthEnv):
         return self.reset(), float(a), done, info
 
 
-def _graph(*flags, obs_shape=(4,), n_actions=2, threads=1, partial_run=False):
-    """a3c.py's graph for a vector env, in the current default graph, with a fresh session."""
+def _graph(*flags, obs_shape=(4,), n_actions=2, threads=1):
+    """a3c.py's graph for a vector env, in the current default graph, with a fresh session.
+    With --partial-run each learner's net.pr is the slides' per-step copy."""
     args = a3c.parse_args(["--env", "CartPole-v1", *flags])
-    a3c.fill_defaults(args, obs_shape)
+    a3c.fill_defaults(args, obs_shape, a3c.DEFAULTS, a3c.MLP_LSTM)
     g = a3c.build_global(obs_shape, n_actions, args)
     nets = [a3c.build_local(f"thread_{i}", g, obs_shape, n_actions, args) for i in range(threads)]
-    prs = [a3c.build_partial_run(f"thread_{i}", g, obs_shape, n_actions, args) for i in range(threads)] \
-        if partial_run else None
     probe = a3c.build_local("probe", g, obs_shape, n_actions, args, learner=False)  # reads theta after a copy
-    sess = a3c.session(args)
+    sess = a3c.session(args.threads)
     sess.run(tf.global_variables_initializer())
-    return args, g, nets, prs, probe, sess
+    return args, g, nets, probe, sess
 
 
-def _run_learner(args, sess, net, g, env, max_steps, prs=None):
+def _run_learner(args, sess, net, g, env, max_steps):
     args.max_steps = max_steps
-    shared = a3c.Shared(int(sess.run(g.T)), 1, prs)
+    shared = a3c.Shared(int(sess.run(g.T)), 1)
     a3c.actor_learner(0, sess, net, g, env, args, shared, threading.Event())
     return shared
+
+
+def _spy(sess, record):
+    """Make `sess` call record(fetches, feed_dict, result) on every run."""
+    class Spy(type(sess)):
+        def run(self, fetches, feed_dict=None, **kw):
+            out = super().run(fetches, feed_dict, **kw)
+            record(fetches, feed_dict, out)
+            return out
+    sess.__class__ = Spy
 
 
 def test_policy_gradient_moves_toward_the_better_arm():
     with tf.Graph().as_default():
         tf.set_random_seed(0)
-        args, g, (net,), _, probe, sess = _graph("--lr", "1e-2", "--t-max", "1")
+        args, g, (net,), probe, sess = _graph("--lr", "1e-2", "--t-max", "1")
         obs = np.ones((1, 4), np.float32)
         sess.run(probe.copy_from_global)
         before = sess.run(probe.pi, {probe.s_ph: obs})[0, 1]
@@ -108,7 +106,7 @@ def test_policy_gradient_moves_toward_the_better_arm():
 
 def test_entropy_bonus_raises_entropy_when_advantage_is_zero():
     with tf.Graph().as_default():
-        args, g, (net,), _, probe, sess = _graph("--beta", "1.0")
+        args, g, (net,), probe, sess = _graph("--beta", "1.0")
         pi_b = [v for v in g.theta if v.name == "global/pi/b:0"][0]
         sess.run(pi_b.assign([2.0, -2.0]))                 # a confident policy: low entropy
         sess.run(net.copy_from_global)
@@ -128,19 +126,24 @@ def test_gradients_batched_equal_per_step_and_numpy_reference():
     copies (per-step graph) and, for the heads' biases, against the loss differentiated by hand."""
     with tf.Graph().as_default():
         tf.set_random_seed(0)
-        args, g, (net,), (pr,), _, sess = _graph("--partial-run", "--beta", "0.3", partial_run=True)
+        args, g, (net,), _, sess = _graph("--partial-run", "--beta", "0.3", "--max-grad-norm", "0.05")
+        pr = net.pr
         sess.run(net.copy_from_global)
         rng = np.random.default_rng(1)
         for n in (5, 3):                                   # a full rollout and one cut short by a terminal
             S = rng.normal(size=(n, 4)).astype(np.float32)
             a, R = rng.integers(0, 2, n), rng.normal(size=n).astype(np.float32)
-            batched = sess.run(net.grads, {net.s_ph: S, net.a_ph: a, net.R_ph: R})
+            batched, batched_clipped = sess.run((net.grads, net.clipped), {net.s_ph: S, net.a_ph: a, net.R_ph: R})
             fd = {pr.s[k]: (S[k] if k < n else np.zeros(4, np.float32))[None] for k in range(args.t_max)}
             fd.update({pr.a_ph: np.pad(a, (0, 5 - n)), pr.R_ph: np.pad(R, (0, 5 - n)),
                        pr.mask_ph: (np.arange(5) < n).astype(np.float32)})
-            per_step = sess.run(pr.grads, fd)
+            per_step, per_step_clipped = sess.run((pr.grads, pr.clipped), fd)
             for x, y in zip(batched, per_step):
                 np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+            norm = np.sqrt(sum((x ** 2).sum() for x in batched))
+            assert norm > args.max_grad_norm, norm             # the clip is active: what reaches RMSProp is clipped
+            for x, y in zip(batched_clipped, per_step_clipped):
+                np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
             # NumPy: dL/dz_i = -(R_i - V_i)(onehot(a_i) - p_i) + beta p_i (log p_i + H_i);  dL/dV_i = 2 c (V_i - R_i)
             p, V = sess.run([net.pi, net.v], {net.s_ph: S})
             Hs = -(p * np.log(p)).sum(1, keepdims=True)
@@ -154,15 +157,118 @@ def test_gradients_batched_equal_per_step_and_numpy_reference():
 def test_update_changes_global_not_local_until_copy():
     with tf.Graph().as_default():
         tf.set_random_seed(0)
-        args, g, (net,), _, _, sess = _graph()
+        args, g, (net,), _, sess = _graph()
         local = tf.trainable_variables("thread_0/")
-        shared = _run_learner(args, sess, net, g, FixedLengthEnv(50), 5)
+        theta_before = sess.run(g.theta)
+        shared = _run_learner(args, sess, net, g, FixedLengthEnv(50), 5)   # one rollout: copy, act, update
         assert sess.run(g.T) == shared.T == 5              # T counts agent steps
-        changed = [not np.array_equal(lv, gv) for lv, gv in zip(sess.run(local), sess.run(g.theta))]
-        assert any(changed)                                # the update went to the global weights only
+        for lv, before in zip(sess.run(local), theta_before):   # theta' still holds what copy_from_global gave it
+            np.testing.assert_array_equal(lv, before)
+        assert all(not np.array_equal(gv, before) for gv, before in zip(sess.run(g.theta), theta_before))
         sess.run(net.copy_from_global)
         for lv, gv in zip(sess.run(local), sess.run(g.theta)):
             np.testing.assert_array_equal(lv, gv)
+
+
+@pytest.mark.parametrize("max_grad_norm", [0.05, 1e6], ids=["clipped", "unclipped"])
+def test_update_is_clipped_shared_rmsprop_against_numpy(max_grad_norm):
+    """theta <- theta - lr d / sqrt(ms + eps), ms <- rho ms + (1 - rho) d^2 with TF's ms starting at
+    ones, d = the gradient clipped to a global norm of --max-grad-norm; two updates, so the second
+    uses the first's statistics."""
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        args, g, (net,), _, sess = _graph("--max-grad-norm", str(max_grad_norm), "--rms-eps", "0.1",
+                                          "--rms-decay", "0.9")
+        rng = np.random.default_rng(0)
+        theta = sess.run(g.theta)
+        ms = [np.ones_like(w) for w in theta]
+        for lr in (0.01, 0.003):
+            sess.run(net.copy_from_global)
+            S = rng.normal(size=(5, 4)).astype(np.float32)
+            fd = {net.s_ph: S, net.a_ph: rng.integers(0, 2, 5), net.R_ph: rng.normal(size=5).astype(np.float32) * 10}
+            grads = sess.run(net.grads, fd)
+            norm = np.sqrt(sum((d.astype(np.float64) ** 2).sum() for d in grads))
+            assert (norm > max_grad_norm) == (max_grad_norm < 1), norm   # the case is the one it is named for
+            d = [x * min(1.0, max_grad_norm / norm) for x in grads]
+            sess.run(net.train, {**fd, g.lr_ph: lr})
+            ms = [0.9 * m + 0.1 * x ** 2 for m, x in zip(ms, d)]
+            theta = [w - lr * x / np.sqrt(m + 0.1) for w, x, m in zip(theta, d, ms)]
+            for got, want in zip(sess.run(g.theta), theta):
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_learning_rate_anneals_linearly_to_zero_and_each_update_gets_it():
+    args = a3c.parse_args(["--env", "CartPole-v1", "--lr", "0.004", "--max-steps", "20"])
+    assert [a3c.learning_rate(args, T) for T in (0, 5, 10, 20, 25)] == pytest.approx([0.004, 0.003, 0.002, 0, 0])
+    fed = []
+    with tf.Graph().as_default():
+        args, g, (net,), _, sess = _graph("--lr", "0.004")
+        _spy(sess, lambda fetches, fd, out: fed.append(fd[g.lr_ph]) if fetches is net.train else None)
+        _run_learner(args, sess, net, g, FixedLengthEnv(50), 20)   # rollouts of 5 start at T = 0, 5, 10, 15
+    assert fed == pytest.approx([0.004, 0.003, 0.002, 0.001])
+
+
+@pytest.mark.parametrize("truncated", [True, False], ids=["time-limit", "terminal"])
+def test_episode_end_bootstraps_from_final_obs_only_on_a_time_limit(truncated):
+    """An episode cut by a time limit is not over: R = V(final_obs; theta'_v), of the episode's last
+    observation, not the next one's first; a terminal s_t gives R = 0 (Algorithm 3)."""
+    env = FixedLengthEnv(3)                                # shorter than t_max: the rollout ends with it
+    env.truncated = truncated
+    finals, values, updates = [], [], []
+    real_step = env.step
+
+    def step(a):
+        out = real_step(a)
+        if out[2]:
+            finals.append(out[3]["final_obs"].copy())
+        return out
+    env.step = step
+    with tf.Graph().as_default():
+        args, g, (net,), _, sess = _graph("--gamma", "0.5")
+
+        def record(fetches, fd, out):
+            if fetches is net.v:                           # the bootstrap V(s_t)
+                values.append((fd[net.s_ph].copy(), float(out[0])))
+            elif fetches is net.train:
+                updates.append((np.asarray(fd[net.a_ph], np.float32), fd[net.R_ph]))
+        _spy(sess, record)
+        _run_learner(args, sess, net, g, env, 3)
+    assert len(updates) == 1 and len(finals) == 1
+    if truncated:
+        assert len(values) == 1
+        np.testing.assert_array_equal(values[0][0], finals[0][None])   # V of the final observation
+        R = values[0][1]
+        assert R != 0.0
+    else:
+        assert values == []                                # no V(s_t) at all
+        R = 0.0
+    rewards, fed = updates[0]                              # this env pays the action as its reward
+    want = []
+    for r in rewards[::-1]:                                # R <- r_i + gamma R
+        R = r + 0.5 * R
+        want.insert(0, R)
+    np.testing.assert_allclose(fed, want, rtol=1e-6)
+
+
+def test_value_torso_own_has_its_own_variables():
+    """--value-torso own: V reads a torso of its own, so changing pi's torso moves pi but not V,
+    while with the shared torso (the paper's) it moves both."""
+    S = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    moved = {}
+    for torso in ("shared", "own"):
+        with tf.Graph().as_default():
+            tf.set_random_seed(0)
+            args, g, (net,), probe, sess = _graph("--value-torso", torso)
+            names = [v.name for v in g.theta]
+            assert ("global/v_fc1/w:0" in names) == (torso == "own"), names
+            sess.run(probe.copy_from_global)
+            before = sess.run((probe.pi, probe.v), {probe.s_ph: S})
+            fc1 = [v for v in g.theta if v.name == "global/fc1/w:0"][0]
+            sess.run(fc1.assign(fc1 * 3.0))
+            sess.run(probe.copy_from_global)
+            after = sess.run((probe.pi, probe.v), {probe.s_ph: S})
+            moved[torso] = [not np.allclose(x, y) for x, y in zip(before, after)]
+    assert moved == {"shared": [True, True], "own": [True, False]}, moved
 
 
 def test_lstm_update_unrolls_as_acting_did():
@@ -170,7 +276,7 @@ def test_lstm_update_unrolls_as_acting_did():
     the rollout's states from the state it began with."""
     with tf.Graph().as_default():
         tf.set_random_seed(0)
-        args, g, (net,), _, _, sess = _graph("--lstm")
+        args, g, (net,), _, sess = _graph("--lstm")
         sess.run(net.copy_from_global)
         S = np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32)
         state = start = (np.random.default_rng(1).normal(size=(1, 256)).astype(np.float32),) * 2
@@ -187,15 +293,13 @@ def test_lstm_update_unrolls_as_acting_did():
 def test_lstm_state_carried_across_rollouts_and_reset_on_episode_end():
     fed = []
 
-    class Spy(a3c.Session):
-        def run(self, fetches, feed_dict=None, **kw):
-            if isinstance(fetches, tuple) and len(fetches) == 2:  # acting: (pi, state)
-                fed.append(float(np.abs(feed_dict[net.state_ph[1]]).sum()))
-            return super().run(fetches, feed_dict, **kw)
+    def record(fetches, feed_dict, out):
+        if isinstance(fetches, tuple) and len(fetches) == 2:  # acting: (pi, state)
+            fed.append(float(np.abs(feed_dict[net.state_ph[1]]).sum()))
 
     with tf.Graph().as_default():
-        args, g, (net,), _, _, sess = _graph("--lstm")
-        sess.__class__ = Spy
+        args, g, (net,), _, sess = _graph("--lstm")
+        _spy(sess, record)
         _run_learner(args, sess, net, g, FixedLengthEnv(7), 21)   # 3 episodes of 7 steps, rollouts of 5
     # steps 0..6 of each episode: fresh (zero) state at step 0 only, carried into the second rollout (step 5)
     assert len(fed) == 21
@@ -210,9 +314,10 @@ def _rss_mb():
 
 def test_partial_run_memory_flat_over_short_episodes():
     with tf.Graph().as_default():
-        args, g, (net,), (pr,), _, sess = _graph("--partial-run", partial_run=True)
+        args, g, (net,), _, sess = _graph("--partial-run")
+        pr = net.pr
         env = FixedLengthEnv(1)                             # every rollout ends after 1 of t_max=5 steps
-        shared = a3c.Shared(0, 1, [pr])
+        shared = a3c.Shared(0, 1)
         obs, rng = env.reset(), np.random.default_rng(0)
         for _ in range(300):
             obs = a3c.partial_run_rollout(sess, pr, net, g, env, obs, rng, 1e-3, args, shared, 0)
@@ -230,3 +335,14 @@ def test_partial_run_memory_flat_over_short_episodes():
     assert shared.T == 1800
     assert finished < 10, finished
     assert abandoned > 3 * max(finished, 5), (finished, abandoned)
+
+
+def test_partial_run_trains_end_to_end(tmp_path, capsys):
+    """--partial-run through main: a short CartPole run trains, evaluates and saves like the default."""
+    rc = a3c.main(["--env", "CartPole-v1", "--partial-run", "--threads", "2", "--max-steps", "3000", "--eval-every",
+                   "0", "--seed", "1", "--checkpoint-dir", str(tmp_path / "ck"), "--logdir", str(tmp_path / "tb")])
+    out = capsys.readouterr().out
+    assert rc == 0, out[-2000:]
+    res = result_of(out)
+    assert 3000 <= int(res["global_step"]) < 3000 + 2 * 5 and int(res["episodes"]) > 0, res
+    assert (tmp_path / "ck" / "latest.json").exists()

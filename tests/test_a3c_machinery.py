@@ -1,6 +1,7 @@
 """a3c.py's machinery: training runs end to end, checkpoints, interrupts, bad input, cluster mode."""
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -11,22 +12,56 @@ import time
 import pytest
 
 import a3c
+import a3c_cluster
 import atari_env
-from helpers import HERE
+import cli
+from helpers import HERE, assert_one_line_error, result_of, run_script, start_script
 
-
-# =========================================================================== A3C and Atari
 PAPER_ENV = "BreakoutNoFrameskip-v4"
+result = result_of
 
 
-def run_a3c(*argv, timeout=300, cwd=None):
-    return subprocess.run([sys.executable, os.path.join(HERE, "a3c.py"), *argv], capture_output=True,
-                          text=True, timeout=timeout, cwd=cwd)
+def start_a3c(*argv, ignore_sigint=False):
+    """a3c.py in the background (helpers.start_script), its output read by Lines."""
+    p = start_script("a3c.py", argv, ignore_sigint)
+    return p, Lines(p)
 
 
-def result(stdout):
-    line = [ln for ln in stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return dict(kv.split("=", 1) for kv in line.split()[1:])
+class Lines:
+    """A process's stdout and stderr, each read by a thread (a full pipe cannot block it): until()
+    waits for a line with a deadline, so a process that stops printing fails the test in a minute
+    or two, with what it printed, instead of at pytest-timeout; helpers.wait_for_line keeps neither."""
+
+    def __init__(self, p):
+        self.q, self.seen, self.err = queue.Queue(), [], []
+        threading.Thread(target=lambda: [self.q.put(ln) for ln in p.stdout] + [self.q.put(None)], daemon=True).start()
+        self.err_reader = threading.Thread(target=lambda: self.err.extend(p.stderr), daemon=True)
+        self.err_reader.start()
+
+    def until(self, pred, timeout=120):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                line = self.q.get(timeout=max(0.01, deadline - time.time()))
+            except queue.Empty:
+                raise AssertionError("no such line within %.0f s:\n%s" % (timeout, self.text[-3000:])) from None
+            if line is None:
+                raise AssertionError("the process ended first:\n" + self.text[-3000:])
+            self.seen.append(line)
+            if pred(line):
+                return line
+
+    def rest(self, p, timeout=120):
+        """Wait for the process (at most `timeout` s); returns (all its stdout, all its stderr)."""
+        p.wait(timeout)
+        while (line := self.q.get(timeout=10)) is not None:
+            self.seen.append(line)
+        self.err_reader.join(10)
+        return self.text, "".join(self.err)
+
+    @property
+    def text(self):
+        return "".join(self.seen)
 
 
 # ---------------------------------------------------------------- training runs
@@ -93,28 +128,23 @@ def test_breakout_smoke_checkpoint_resume_play(tmp_path, capsys, env, flags):
     else:
         for bad in (str(tmp_path / "no" / "such" / "dir" / "x.mp4"), str(tmp_path / "x.unknown")):
             assert "--record cannot write" in _main_error(capsys, "--play", ck, "--record", bad)
-        p = run_a3c("--play", ck, "--record", str(tmp_path / "x.unknown"))  # OpenCV's own C++ message goes to fd 2
-        assert p.returncode == 2 and "Assertion failed" not in p.stderr and "--record cannot write" in p.stderr, p.stderr
+        rc, _, err = run_script("a3c.py", "--play", ck, "--record", str(tmp_path / "x.unknown"))  # OpenCV's own
+        assert rc == 2 and "Assertion failed" not in err and "--record cannot write" in err, err  # C++: hidden
 
 
-def test_interrupt_saves_checkpoint_and_exits(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_saves_checkpoint_and_exits(tmp_path, sig):
     """SIGINT and SIGTERM, also when started the way a background job is (SIGINT ignored)."""
-    import signal
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        ck = tmp_path / f"ck{sig}"
-        p = subprocess.Popen([sys.executable, os.path.join(HERE, "a3c.py"), "--env", "CartPole-v1", "--threads", "2",
-                              "--log-interval", "0.5", "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "runs")],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
-        for line in p.stdout:                              # wait until the threads are training
-            if line.startswith("global_step=") and int(line.split()[0].split("=")[1]) > 0:
-                break
-        p.send_signal(sig)
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err[-2000:]
-        assert "interrupted: saving checkpoint" in err and "Traceback" not in err
-        with open(ck / "latest.json") as f:
-            assert json.load(f)["T"] == int(result(out)["global_step"]) > 0
+    ck = tmp_path / "ck"
+    p, lines = start_a3c("--env", "CartPole-v1", "--threads", "2", "--log-interval", "0.5", "--checkpoint-dir", str(ck),
+                         "--logdir", str(tmp_path / "runs"), ignore_sigint=True)
+    lines.until(lambda ln: ln.startswith("global_step=") and int(ln.split()[0].split("=")[1]) > 0)  # training
+    p.send_signal(sig)
+    out, err = lines.rest(p)
+    assert p.returncode == 0, err[-2000:]
+    assert "interrupted: saving checkpoint" in err and "Traceback" not in err
+    with open(ck / "latest.json") as f:
+        assert json.load(f)["T"] == int(result(out)["global_step"]) > 0
 
 
 def test_ctrl_c_during_the_final_evaluation_still_saves(tmp_path, monkeypatch, capsys):
@@ -160,21 +190,12 @@ def test_failing_thread_stops_the_run_with_its_error(tmp_path, monkeypatch, caps
 
 
 # ---------------------------------------------------------------- bad input: one line, nothing destroyed
-def _one_line_error(p, *needles):
-    assert p.returncode not in (0, None)
-    assert "Traceback" not in p.stderr, p.stderr
-    errors = [ln for ln in p.stderr.splitlines() if ln.strip() and "WARNING" not in ln and not ln.startswith(("I0000", "E0000"))]
-    assert len(errors) == 1 and errors[0].startswith("a3c.py: error: "), p.stderr
-    for n in needles:
-        assert n in errors[0], errors[0]
-
-
 def _main_error(capsys, *argv):
-    """a3c.main in this process: exit status 2 and exactly one error line."""
-    with pytest.raises(SystemExit) as e:
-        a3c.main(list(argv))
+    """a3c.main in this process: exit status 2 and exactly one error line, which it returns."""
+    capsys.readouterr()
+    rc = a3c.main(list(argv))
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("a3c.py: error: "), err
+    assert rc == 2 and len(err) == 1 and err[0].startswith("a3c.py: error: "), (rc, err)
     return err[0]
 
 
@@ -212,8 +233,11 @@ def test_bad_flags_one_line(capsys, tmp_path, argv, needle):
 
 
 @pytest.mark.parametrize("flags, obs_shape, expected", [
-    ([], (84, 84, 4), dict(lr=7e-4, rms_eps=1e-5, value_coef=0.5, beta=0.01, max_steps=80_000_000)),
-    ([], (4,), dict(lr=3e-3, rms_eps=0.1, value_coef=0.01, beta=0.02, max_steps=500_000)),
+    ([], (84, 84, 4), dict(lr=0.0007, rms_eps=0.00001, value_coef=0.5, beta=0.01, max_steps=80000000,
+                           eval_every=250000, eval_episodes=10, gamma=0.99, t_max=5, max_grad_norm=40.0,
+                           rms_decay=0.99, threads=8)),
+    ([], (4,), dict(lr=0.003, rms_eps=0.1, value_coef=0.01, beta=0.02, max_steps=500000, eval_every=25000,
+                    eval_episodes=20)),
     (["--lstm"], (4,), dict(lr=3e-3, value_coef=0.5, beta=0.01)),    # what the LSTM agent's runs used
     (["--lstm", "--beta", "0.03", "--value-coef", "0.2"], (4,), dict(value_coef=0.2, beta=0.03)),
     (["--beta", "0", "--lr", "1e-3"], (84, 84, 4), dict(beta=0.0, lr=1e-3, value_coef=0.5)),
@@ -221,7 +245,7 @@ def test_bad_flags_one_line(capsys, tmp_path, argv, needle):
 def test_defaults_follow_the_network_and_flags_win(flags, obs_shape, expected):
     """The defaults README's flag table lists for each network; a flag given on the command line wins."""
     args = a3c.parse_args(["--env", "CartPole-v1", *flags])
-    a3c.fill_defaults(args, obs_shape)
+    assert a3c.fill_defaults(args, obs_shape, a3c.DEFAULTS, a3c.MLP_LSTM) == ("cnn" if len(obs_shape) == 3 else "mlp")
     assert {k: getattr(args, k) for k in expected} == expected
 
 
@@ -287,19 +311,21 @@ def test_failed_saves_warn_and_never_kill_the_run(tmp_path):
     """The checkpoint folder disappears under a running job: periodic saves warn, training goes on,
     the final save says so and the run exits 1 (not SIGABRT)."""
     ck = tmp_path / "ck"
-    p = subprocess.Popen([sys.executable, os.path.join(HERE, "a3c.py"), "--env", "CartPole-v1", "--threads", "1",
-                          "--max-steps", "3000", "--eval-every", "0", "--log-interval", "0.2", "--save-interval", "0.1",
-                          "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb")],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    for line in p.stdout:
-        if line.startswith("global_step="):
-            break
+    p, lines = start_a3c("--env", "CartPole-v1", "--threads", "1", "--max-steps", "6000", "--eval-every", "0",
+                         "--log-interval", "0.2", "--save-interval", "0.1", "--checkpoint-dir", str(ck),
+                         "--logdir", str(tmp_path / "tb"))
+    lines.until(lambda ln: ln.startswith("global_step="))
     ck.rename(tmp_path / "moved")
     ck.write_text("now a file")                             # saving under it fails
-    out, err = p.communicate(timeout=120)
+    lines.until(lambda ln: ln.startswith("global_step="))   # a periodic save is due at each log line from here
+    lines.until(lambda ln: ln.startswith("global_step="))
+    out, err = lines.rest(p)
     assert p.returncode == 1 and "Traceback" not in err, err[-2000:]
-    assert "a3c.py: warning: checkpoint not saved" in err and "final checkpoint could not be written" in err
-    assert int(result(out)["global_step"]) >= 3000          # training finished regardless
+    warnings = [ln for ln in err.splitlines() if ln.startswith("a3c.py: warning: checkpoint not saved")]
+    assert len(warnings) >= 2, err                          # periodic ones, not only the final save's
+    assert err.strip().splitlines()[-1] == \
+        "a3c.py: error: the final checkpoint could not be written (see the warning above)", err
+    assert int(result(out)["global_step"]) >= 6000          # training finished regardless
 
 
 # ---------------------------------------------------------------- cluster mode on localhost
@@ -309,13 +335,14 @@ def _alive(marker):
 
 def test_cluster_localhost_trains_checkpoints_and_leaves_nothing(tmp_path):
     ck = tmp_path / "ck"
-    p = run_a3c("--env", "CartPole-v1", "--workers", "2", "--threads", "1", "--max-steps", "3000", "--seed", "1",
-                "--eval-every", "0", "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb"), cwd=tmp_path)
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    last = p.stdout.strip().splitlines()[-1]
+    rc, out, err = run_script("a3c.py", "--env", "CartPole-v1", "--workers", "2", "--threads", "1", "--max-steps",
+                              "3000", "--seed", "1", "--eval-every", "0", "--checkpoint-dir", str(ck), "--logdir",
+                              str(tmp_path / "tb"), timeout=280)
+    assert rc == 0, out[-2000:] + err[-2000:]
+    last = out.strip().splitlines()[-1]
     assert last.startswith("RESULT env=CartPole-v1 global_step="), last
-    assert int(result(p.stdout)["global_step"]) >= 3000
-    w1 = [ln for ln in p.stdout.splitlines() if ln.startswith("[worker 1] RESULT worker=1 ")]
+    assert int(result(out)["global_step"]) >= 3000
+    w1 = [ln for ln in out.splitlines() if ln.startswith("[worker 1] RESULT worker=1 ")]
     assert w1 and int(w1[0].split("fps=")[1].split()[0]) > 0   # worker 1 stepped too: T grew from both
     assert json.loads((ck / "latest.json").read_text())["T"] >= 3000
     assert not _alive(str(ck))                              # no ps or worker left running
@@ -323,6 +350,7 @@ def test_cluster_localhost_trains_checkpoints_and_leaves_nothing(tmp_path):
 
 FAKE_JOB = """import os, signal, sys, time
 def save(*_):                                              # a chief whose final save takes a while
+    print("saving", flush=True)
     time.sleep(1.5)
     open(os.environ["FAKE_OUT"], "w").write("saved")
     print("RESULT env=fake", flush=True)
@@ -339,40 +367,40 @@ def test_launcher_second_ctrl_c_waits_for_the_chiefs_save(tmp_path):
     """--workers: Ctrl-C makes the launcher SIGTERM the workers and wait; a second Ctrl-C must not
     kill it (its workers die with it) while the chief is still saving."""
     (tmp_path / "job.py").write_text(FAKE_JOB)
-    code = f"import sys; sys.path.insert(0, {HERE!r}); import a3c_runtime; " \
-           f"sys.exit(a3c_runtime.launch_local({str(tmp_path / 'job.py')!r}, [], 1))"
+    code = f"import sys; sys.path.insert(0, {HERE!r}); import a3c_cluster; " \
+           f"sys.exit(a3c_cluster.launch_local({str(tmp_path / 'job.py')!r}, [], 1))"
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          env=dict(os.environ, FAKE_OUT=str(tmp_path / "saved")))
-    for line in p.stdout:
-        if line.startswith("[worker 0] started"):
-            break
+    lines = Lines(p)
+    lines.until(lambda ln: ln.startswith("[worker 0] started"))
     p.send_signal(signal.SIGINT)
-    time.sleep(0.5)
-    p.send_signal(signal.SIGINT)                           # while the chief saves
-    out, err = p.communicate(timeout=60)
+    lines.until(lambda ln: ln.startswith("[worker 0] saving"))   # the chief got SIGTERM and is saving now
+    assert not (tmp_path / "saved").exists()
+    p.send_signal(signal.SIGINT)                           # the second Ctrl-C, during the save
+    out, err = lines.rest(p, timeout=60)
     assert p.returncode == 0 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == "interrupted: the chief saved a checkpoint", err
     assert (tmp_path / "saved").read_text() == "saved"
 
 
 def test_cluster_bench_counts_each_workers_frames_once():
     """bench/a3c_cluster.py reads the launcher's output, where the chief's RESULT line comes twice."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("a3c_cluster", os.path.join(HERE, "bench", "a3c_cluster.py"))
-    a3c_cluster = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(a3c_cluster)
+    spec = importlib.util.spec_from_file_location("bench_a3c_cluster", os.path.join(HERE, "bench", "a3c_cluster.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
     tail = "episodes=1 mean_return=1.00 eval_return=nan"
     launcher = (f"[worker 0] RESULT env=E global_step=9 {tail} fps=100 wall_s=10.0\n"
                 f"[worker 1] RESULT worker=1 env=E global_step=9 {tail} fps=50 wall_s=8.0\n"
                 f"RESULT env=E global_step=9 {tail} fps=100 wall_s=10.0\n")
-    assert a3c_cluster.frames_per_s(launcher) == pytest.approx((100 * 10.0 + 50 * 8.0) / 10.0)
-    assert a3c_cluster.frames_per_s(f"RESULT env=E global_step=9 {tail} fps=300 wall_s=2.0\n") == 300
-    assert a3c_cluster.frames_per_s("a3c.py: error: boom\n") is None
+    assert bench.frames_per_s(launcher) == pytest.approx((100 * 10.0 + 50 * 8.0) / 10.0)
+    assert bench.frames_per_s(f"RESULT env=E global_step=9 {tail} fps=300 wall_s=2.0\n") == 300
+    assert bench.frames_per_s("a3c.py: error: boom\n") is None
 
 
 def test_thread_error_line_names_tensorflows_cause():
     """A failing thread's one-line error: for TF's 'Graph execution error:' the line with the cause,
     not the header (a cluster worker once stopped with only 'AbortedError: Graph execution error:')."""
-    import a3c_runtime
     import tensorflow.compat.v1 as tf
     with tf.Graph().as_default():
         x = tf.placeholder(tf.float32, [None])
@@ -380,16 +408,15 @@ def test_thread_error_line_names_tensorflows_cause():
             y = tf.identity(x)
         with tf.Session() as sess, pytest.raises(tf.errors.InvalidArgumentError) as e:
             sess.run(y, {x: [-1.0]})
-    line = a3c_runtime.first_line(e.value)
+    line = cli.first_line(e.value)
     assert line.startswith("InvalidArgumentError: assertion failed: [x must be positive") and "\n" not in line, line
-    assert a3c_runtime.first_line(ValueError("bad\nmore")) == "ValueError: bad"
+    assert cli.first_line(ValueError("bad\nmore")) == "ValueError: bad"
     # a cluster worker once stopped with only 'CancelledError: ====================='
-    assert a3c_runtime.first_line(RuntimeError("=====================\nthe cause")) == "RuntimeError: the cause"
+    assert cli.first_line(RuntimeError("=====================\nthe cause")) == "RuntimeError: the cause"
 
 
 def test_cluster_thread_retries_one_aborted_step_but_not_a_second_soon_after(capsys):
-    import a3c_runtime
-
+    """The retry runs actor_learner again from its start; the warning says what that drops."""
     class Aborted(Exception):
         pass
 
@@ -400,31 +427,27 @@ def test_cluster_thread_retries_one_aborted_step_but_not_a_second_soon_after(cap
         if len(calls) == 1:
             raise Aborted("Graph execution error:\nFrom /job:worker/replica:0/task:1:\nthe cause")
         return "done"
-    assert a3c_runtime.retry_aborted(learner, Aborted)(1, 2) == "done" and calls == [(1, 2), (1, 2)]
-    assert "Aborted: the cause; it starts a fresh rollout" in capsys.readouterr().err
+    assert a3c_cluster.retry_aborted(learner, Aborted)(1, 2) == "done" and calls == [(1, 2), (1, 2)]
+    assert capsys.readouterr().err == "a3c.py: warning: MainThread: Aborted: the cause; its actor-learner starts " \
+        "over: a new game, its random generator from its seed\n"
 
     def always(*args):
         raise Aborted("again")
     with pytest.raises(Aborted):                           # a second abort within 5 minutes stops the thread
-        a3c_runtime.retry_aborted(always, Aborted)()
+        a3c_cluster.retry_aborted(always, Aborted)()
 
 
 def test_cluster_worker_death_stops_the_run(tmp_path):
-    import signal
-    import time
     ck = tmp_path / "ck"
-    p = subprocess.Popen([sys.executable, os.path.join(HERE, "a3c.py"), "--env", "CartPole-v1", "--workers", "2",
-                          "--threads", "1", "--log-interval", "0.5", "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb")],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    for line in p.stdout:
-        if line.startswith("[worker 1] global_step="):
-            break
+    p, lines = start_a3c("--env", "CartPole-v1", "--workers", "2", "--threads", "1", "--log-interval", "0.5",
+                         "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb"))
+    lines.until(lambda ln: ln.startswith("[worker 1] global_step="))
     pid = subprocess.run(["pgrep", "-f", f"{ck} .*--task-index 1"], capture_output=True, text=True).stdout.split()
     os.kill(int(pid[0]), signal.SIGKILL)
     t0 = time.time()
-    out, err = p.communicate(timeout=120)
+    out, err = lines.rest(p)
     assert time.time() - t0 < 60
-    _one_line_error(subprocess.CompletedProcess([], p.returncode, out, err), "worker 1 exited with status -9")
+    assert_one_line_error(p.returncode, err, "a3c.py: error: ", "worker 1 exited with status -9", status=1)
     assert not _alive(str(ck))
 
 
@@ -433,27 +456,19 @@ def test_cluster_stalled_ps_makes_the_launcher_restart_from_the_checkpoint(tmp_p
     way, README): each worker's watchdog exits with status 3 after --stall-timeout, and the launcher
     restarts the cluster with --resume, so T goes on from the chief's last checkpoint."""
     ck = tmp_path / "ck"
-    p = subprocess.Popen([sys.executable, os.path.join(HERE, "a3c.py"), "--env", "CartPole-v1", "--workers", "2",
-                          "--threads", "1", "--eval-every", "0", "--log-interval", "0.5", "--save-interval", "1",
-                          "--stall-timeout", "3", "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb")],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-    lines = iter(p.stdout)
-    for line in lines:                                     # train until the chief has saved
-        if line.startswith("[worker 0] global_step=") and (ck / "latest.json").exists():
-            break
+    p, lines = start_a3c("--env", "CartPole-v1", "--workers", "2", "--threads", "1", "--eval-every", "0",
+                         "--log-interval", "0.5", "--save-interval", "1", "--stall-timeout", "3",
+                         "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb"))
+    lines.until(lambda ln: ln.startswith("[worker 0] global_step=") and (ck / "latest.json").exists())  # saved once
     ps = subprocess.run(["pgrep", "-f", f"{ck} .*--job-name ps"], capture_output=True, text=True).stdout.split()
     os.kill(int(ps[0]), signal.SIGSTOP)
-    T_saved, seen = None, []
-    for line in lines:
-        seen.append(line)
-        if line.startswith("[worker 0] resumed "):
-            T_saved = int(line.split("global_step=")[1])
-        elif T_saved is not None and line.startswith("[worker 0] global_step="):
-            if int(line.split("global_step=")[1].split()[0]) > T_saved:
-                break                                      # the restarted cluster trains on from the checkpoint
+    start = len(lines.seen)
+    T_saved = int(lines.until(lambda ln: ln.startswith("[worker 0] resumed ")).split("global_step=")[1])
+    lines.until(lambda ln: ln.startswith("[worker 0] global_step=") and  # the restarted cluster trains on from it
+                int(ln.split("global_step=")[1].split()[0]) > T_saved)
+    seen = lines.seen[start:]
     p.send_signal(signal.SIGTERM)
-    out, err = p.communicate(timeout=180)
-    assert T_saved is not None, "".join(seen)[-3000:] + err
+    out, err = lines.rest(p, timeout=180)
     stalled = [ln for ln in seen if "a3c.py: error: worker" in ln]
     assert stalled and "no update for 3 s: stalled in TensorFlow's gRPC runtime" in stalled[0], "".join(seen)[-3000:]
     assert "restarting the cluster from the last checkpoint (1 of 5)" in err, err
@@ -472,9 +487,9 @@ def test_cluster_port_in_use_one_line(capsys):
     assert f"cannot start this ps's server at localhost:{port}" in msg, msg
 
 
-def test_value_torso_own_trains_plays_and_is_refused_where_it_does_not_apply(tmp_path, capsys):
-    """--value-torso own (V with its own MLP torso): the checkpoint says so, --play rebuilds that
-    network, --resume with the other torso is refused, and Atari or --lstm get one line."""
+def test_value_torso_own_trains_plays_and_resumes_only_as_own(tmp_path, capsys):
+    """--value-torso own (V with its own MLP torso; test_a3c checks the network): the checkpoint
+    says so, --play rebuilds that network, --resume with the other torso is refused."""
     ck = str(tmp_path / "ck")
     common = ["--env", "CartPole-v1", "--threads", "2", "--eval-every", "0", "--checkpoint-dir", ck, "--logdir", str(tmp_path)]
     res = result(_main_ok(capsys, *common, "--max-steps", "2000", "--value-torso", "own"))
@@ -482,6 +497,10 @@ def test_value_torso_own_trains_plays_and_is_refused_where_it_does_not_apply(tmp
     assert json.loads(open(os.path.join(ck, "latest.json")).read())["value_torso"] == "own"
     assert result(_main_ok(capsys, "--play", ck, "--episodes", "2"))["episodes"] == "2"
     assert "--value-torso own; resume it with that" in _main_error(capsys, *common, "--max-steps", "3000", "--resume")
-    for flags in (["--env", "Breakout-v0"], ["--env", "CartPole-v1", "--lstm"]):
-        msg = _main_error(capsys, *flags, "--value-torso", "own", "--checkpoint-dir", str(tmp_path / "x"), "--logdir", str(tmp_path))
-        assert "--value-torso own is for the feed-forward MLP" in msg, msg
+
+
+@pytest.mark.parametrize("flags", [["--env", "Breakout-v0"], ["--env", "CartPole-v1", "--lstm"]], ids=["cnn", "lstm"])
+def test_value_torso_own_is_refused_where_it_does_not_apply(tmp_path, capsys, flags):
+    msg = _main_error(capsys, *flags, "--value-torso", "own", "--checkpoint-dir", str(tmp_path / "x"),
+                      "--logdir", str(tmp_path))
+    assert "--value-torso own is for the feed-forward MLP" in msg, msg

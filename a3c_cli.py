@@ -1,0 +1,126 @@
+"""a3c.py's command line, the part that is not the paper: the range checks of its flags, the
+flags of its outputs (--logdir ... --record), default folders, envs made or refused in one line,
+and the entry point that turns a user's mistake into one error line and Ctrl-C into a clean exit.
+
+The flags with the paper's defaults, and their help, are declared in a3c.py itself."""
+import functools
+import os
+import sys
+import time
+
+import atari_env
+from cli import UserError, error, first_line
+from interrupts import Signals
+from tf_setup import load_tf1
+
+PROG = "a3c.py"
+
+
+def load_tf():
+    """tensorflow.compat.v1, loaded quietly in graph mode (tf_setup); Ctrl-C while it loads: nothing
+    has started, nothing to save, exit status 130."""
+    try:
+        return load_tf1()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def check_ranges(args):
+    """a3c.py's flags: a value out of range is one UserError line naming the flag."""
+    at_least_1, positive, at_least_0 = (lambda x: x >= 1, ">= 1"), (lambda x: x > 0, "> 0"), (lambda x: x >= 0, ">= 0")
+    rules = dict(threads=at_least_1, t_max=at_least_1, max_steps=at_least_1, workers=at_least_1,
+                 episodes=at_least_1, eval_episodes=at_least_1, lr=positive, rms_eps=positive,
+                 max_grad_norm=positive, save_interval=positive, gamma=(lambda x: 0 <= x <= 1, "in [0, 1]"),
+                 rms_decay=(lambda x: 0 <= x < 1, "in [0, 1)"), beta=at_least_0, value_coef=at_least_0,
+                 eval_every=(lambda x: x >= 0, ">= 0 (0 = off)"),
+                 log_interval=(lambda x: x >= 0.1, ">= 0.1 (seconds)"),
+                 stall_timeout=(lambda x: x >= 0, ">= 0 (0 = never)"))
+    for name, (ok, valid) in rules.items():
+        if getattr(args, name) is not None and not ok(getattr(args, name)):
+            raise UserError(f"--{name.replace('_', '-')} must be {valid} (got {getattr(args, name)})")
+    if args.partial_run and args.lstm:
+        raise UserError("--partial-run is for the feed-forward network; drop it or --lstm")
+
+
+def kind_help(defaults, mlp_lstm):
+    """For a flag whose default depends on the network: its help's '(default: Atari CNN ..., ...)'."""
+    def fmt(v):
+        return f"{v:,}" if isinstance(v, int) else f"{v:g}"
+
+    def per_kind(name):
+        lstm = f", {fmt(mlp_lstm[name])} with --lstm" if name in mlp_lstm else ""
+        return f"(default: Atari CNN {fmt(defaults['cnn'][name])}, classic-control MLP " \
+               f"{fmt(defaults['mlp'][name])}{lstm})"
+    return per_kind
+
+
+def fill_defaults(args, obs_shape, defaults, mlp_lstm):
+    """The defaults that depend on the network: the CNN's for Atari frames, the MLP's for vectors
+    (`mlp_lstm` over those with --lstm). Returns the network's kind, as latest.json records it."""
+    kind = "cnn" if len(obs_shape) == 3 else "mlp"
+    if args.value_torso == "own" and (kind == "cnn" or args.lstm):
+        raise UserError("--value-torso own is for the feed-forward MLP (vector observations, no --lstm)")
+    for name, value in dict(defaults[kind], **(mlp_lstm if kind == "mlp" and args.lstm else {})).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return kind
+
+
+def add_output_flags(p):
+    """Where a run writes, how often, and --play: flags no algorithm reads."""
+    p.add_argument("--logdir", default=None, help="TensorBoard dir (default runs/<env>__<seed>__<time>)")
+    p.add_argument("--checkpoint-dir", default=None, help="checkpoint dir (default checkpoints/<env>__<seed>)")
+    p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --checkpoint-dir")
+    p.add_argument("--overwrite", action="store_true", help="start afresh in a --checkpoint-dir that holds a run")
+    p.add_argument("--log-interval", type=float, default=5.0,
+                   help="seconds between stdout/TensorBoard logs (default 5)")
+    p.add_argument("--save-interval", type=float, default=600.0, help="seconds between checkpoints (default 600)")
+    p.add_argument("--play", metavar="CHECKPOINT_DIR", help="run a trained policy instead of training")
+    p.add_argument("--episodes", type=int, default=10, help="--play: full games to run (default 10)")
+    p.add_argument("--record", metavar="FILE.mp4", help="--play: write a video of the games")
+
+
+def fill_dirs(args):
+    """The default env and folders (the same for every worker of a cluster and every restart), and
+    --vector-env: the GIL-free env path wherever it can run the id."""
+    args.env = args.env or "Breakout-v0"
+    if args.vector_env is None:
+        args.vector_env = atari_env.vector_ok(args.env)
+    tag = f"{args.env.replace('/', '_')}__{args.seed}"
+    args.checkpoint_dir = args.checkpoint_dir or os.path.join("checkpoints", tag)
+    args.logdir = args.logdir or os.path.join("runs", f"{tag}__{int(time.time())}")
+
+
+def make_env(env_id, seed, **kw):
+    """atari_env.make_env, with a bad id or a missing optional dependency as one UserError line."""
+    try:
+        return atari_env.make_env(env_id, seed, **kw)
+    except atari_env.EnvError as e:
+        raise UserError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 -- e.g. a missing optional dependency (MuJoCo, Box2D)
+        raise UserError(f"cannot make {env_id}: {first_line(e)}") from None
+
+
+def entry_point(body):
+    """main(argv=None) from body(argv, signals). Ctrl-C and SIGTERM raise KeyboardInterrupt in the
+    main thread (interrupts.Signals; explicit, because a background job of a non-interactive shell
+    starts with SIGINT ignored); one that reaches here came before training started: nothing to
+    save, status 130. A UserError is one line and its status. Each call builds a fresh graph (main
+    is also called in-process), and an in-process caller gets its own signal handlers back."""
+    @functools.wraps(body)
+    def main(argv=None):
+        import tensorflow.compat.v1 as tf                  # loaded already, quietly, by a3c.py
+        signals = Signals()
+        signals.install()
+        try:
+            with tf.Graph().as_default():
+                return body(argv, signals)
+        except UserError as e:
+            error(PROG, str(e))
+            return e.code
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr, flush=True)
+            return 130
+        finally:
+            signals.uninstall()
+    return main
