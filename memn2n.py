@@ -54,7 +54,7 @@ def parse_args(argv=None):
     p.add_argument("--te", action=argparse.BooleanOptionalAction, default=True, help="temporal encoding T_A, T_C")
     p.add_argument("--ls", action=argparse.BooleanOptionalAction, default=True, help="linear start (Sec. 4.2)")
     p.add_argument("--ls-epochs", type=int, help="linear-start epochs, as the official code (default 20, 30 with "
-                   "--joint); 0: the paper's rule, until the validation loss stops falling (too early, see README)")
+                   "--joint); 0: the paper's rule, until the validation loss stops falling (too early: docs/memn2n.md)")
     p.add_argument("--rn", action=argparse.BooleanOptionalAction, default=True, help="random noise (RN) in training")
     p.add_argument("--noise", type=float, default=0.1, help="fraction of empty memories that --rn adds (default 0.1)")
     p.add_argument("--epochs", type=int, help="epochs after linear start (default 100, 60 with --joint)")
@@ -97,7 +97,7 @@ def add_random_noise(stories, lengths, rng, rate):
 def position_encoding(sentence_size, d, formula="matlab"):
     """Table [sentence_size + 1, sentence_size, d]: row J holds l_j for a sentence of J words. Paper (Sec. 4.1):
     l_kj = (1 - j/J) - (k/d)(1 - 2j/J), j, k 1-based, J = words in THIS sentence. The official Matlab code (the
-    default): 1 + 4(k - (d+1)/2)(j - (J+1)/2)/(dJ), J = the longest sentence, twice as large (README)."""
+    default): 1 + 4(k - (d+1)/2)(j - (J+1)/2)/(dJ), J = the longest sentence, twice as large (docs/memn2n.md)."""
     table = np.zeros((sentence_size + 1, sentence_size, d), np.float32)
     j = np.arange(1, sentence_size + 1)[:, None]
     k = np.arange(1, d + 1)[None, :]
@@ -182,7 +182,7 @@ def build_graph(args, vocab_size, sentence_size, mem_slots):
         c = memory(C[k], T_C[k])
         scores = tf.matmul(u[:, None, :], m, adjoint_b=True)[:, 0]   # u^T m_i, [b, M]
         # p_i = softmax(u^T m_i) (1); linear start removes the softmax. Empty slots (m_i = 0,
-        # score 0) stay in the softmax, as in the official code: the yes/no tasks need them (see README)
+        # score 0) stay in the softmax, as in the official code: the yes/no tasks need them (docs/memn2n.md)
         p = tf.where(linear, scores, tf.nn.softmax(scores))
         o = tf.matmul(p[:, None, :], c)[:, 0]                        # o = sum_i p_i c_i (2), [b, d]
         u = (tf.matmul(u, H) if H is not None else u) + o            # u^{k+1} = u^k + o^k (4)

@@ -35,7 +35,7 @@ def add_output_flags(p):
     p.add_argument("--log-every", type=int, help="print a line every N epochs (default 1; 20 for several tasks)")
     p.add_argument("--xla", action=argparse.BooleanOptionalAction, default=True,
                    help="compile the graph with XLA: the same model, about 3x less CPU per training step "
-                   "after a 1-2 s compile (default on; see README)")
+                   "after a 1-2 s compile (default on; docs/memn2n-results.md, speed)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                    help="several tasks: tasks trained at once, one process each (default: cores)")
 
