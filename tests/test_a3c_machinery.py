@@ -3,6 +3,7 @@ import json
 import os
 import queue
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -263,11 +264,25 @@ def test_main_gives_back_the_signal_handlers_it_replaced(capsys):
             signal.signal(s, handler)
 
 
-def test_checkpoints_never_destroy_and_broken_ones_fail_in_one_line(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def trained_ck(tmp_path_factory):
+    """A 200-step CartPole checkpoint, trained once for the tests below, which each work on a copy."""
+    ck = tmp_path_factory.mktemp("trained") / "ck"
+    assert a3c.main(["--env", "CartPole-v1", "--threads", "1", "--max-steps", "200", "--eval-every", "0",
+                     "--checkpoint-dir", str(ck), "--logdir", str(ck.parent / "tb")]) == 0
+    return ck
+
+
+def _copy_of(trained_ck, tmp_path):
     ck = tmp_path / "ck"
+    shutil.copytree(trained_ck, ck)
+    return ck
+
+
+def test_checkpoints_never_destroy_what_they_did_not_write(trained_ck, tmp_path, capsys):
+    ck = _copy_of(trained_ck, tmp_path)
     run = ["--env", "CartPole-v1", "--threads", "1", "--max-steps", "200", "--eval-every", "0",
            "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb")]
-    assert a3c.main(run) == 0
     (ck / "step-999").mkdir()                               # somebody else's files in the same folder
     (ck / "step-999" / "thesis.txt").write_text("keep me")
     (ck / "notes.txt").write_text("keep me too")
@@ -282,19 +297,29 @@ def test_checkpoints_never_destroy_and_broken_ones_fail_in_one_line(tmp_path, ca
     assert "is for CartPole-v1" in _main_error(capsys, *run[2:], "--env", "Acrobot-v1", "--resume")
     assert "holds a feed-forward network" in _main_error(capsys, *run, "--lstm", "--resume")
     assert "no checkpoint in" in _main_error(capsys, "--play", str(tmp_path / "nothing"))
-    latest = json.loads((ck / "latest.json").read_text())
-    model = ck / latest["dir"]
-    for text, needle in [("{not json", "unreadable or incomplete"), ("", "unreadable or incomplete"),
-                         ('{"env": "CartPole-v1"}', "unreadable or incomplete"),
-                         (json.dumps(dict(latest, obs_shape=4)), "unreadable or incomplete"),   # was a TypeError
-                         (json.dumps(dict(latest, lstm="no")), "unreadable or incomplete"),
-                         (json.dumps(dict(latest, dir="../../etc")), "not a saved model inside"),
-                         (json.dumps(dict(latest, dir="step-999")), "not a saved model inside")]:
-        (ck / "latest.json").write_text(text)
-        assert needle in _main_error(capsys, "--play", str(ck))
-    (ck / "latest.json").write_text(json.dumps(latest))
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda latest: "{not json", "unreadable or incomplete"),
+    (lambda latest: "", "unreadable or incomplete"),
+    (lambda latest: '{"env": "CartPole-v1"}', "unreadable or incomplete"),
+    (lambda latest: json.dumps(dict(latest, obs_shape=4)), "unreadable or incomplete"),   # was a TypeError
+    (lambda latest: json.dumps(dict(latest, lstm="no")), "unreadable or incomplete"),
+    (lambda latest: json.dumps(dict(latest, dir="../../etc")), "not a saved model inside"),
+    (lambda latest: json.dumps(dict(latest, dir="notes")), "not a saved model inside"),
+], ids=["not-json", "empty", "incomplete", "obs-shape-int", "lstm-str", "dir-outside", "dir-not-a-model"])
+def test_broken_latest_json_fails_in_one_line(trained_ck, tmp_path, capsys, edit, needle):
+    ck = _copy_of(trained_ck, tmp_path)
+    (ck / "notes").mkdir()
+    (ck / "latest.json").write_text(edit(json.loads((ck / "latest.json").read_text())))
+    assert needle in _main_error(capsys, "--play", str(ck))
+
+
+def test_truncated_model_fails_in_one_line(trained_ck, tmp_path, capsys):
+    ck = _copy_of(trained_ck, tmp_path)
+    model = ck / json.loads((ck / "latest.json").read_text())["dir"]
     data = [f for f in model.iterdir() if f.name.startswith("model.data")][0]
-    data.write_bytes(data.read_bytes()[:100])               # truncated model file
+    data.write_bytes(data.read_bytes()[:100])
     assert "cannot restore" in _main_error(capsys, "--play", str(ck))
 
 
