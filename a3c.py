@@ -44,7 +44,7 @@ PLAY_SEED = 20_000  # --play and the final evaluation: games apart from thread i
 
 
 def parse_args(argv=None):
-    per_kind = kind_help(DEFAULTS, MLP_LSTM)           # "(default: Atari CNN 7e-04, classic-control MLP 0.003)"
+    per_kind = kind_help(DEFAULTS, MLP_LSTM)               # "(default: Atari CNN 0.0007, classic-control MLP 0.003)"
     p = Parser(description=__doc__.split("\n")[0], allow_abbrev=False)  # --work 2 must not reach the workers
     p.add_argument("--env", default=None, help="gymnasium id (default Breakout-v0; for --play: the checkpoint's)")
     p.add_argument("--threads", type=int, default=8, help="actor-learner threads (default 8; paper: 16)")
@@ -165,8 +165,7 @@ def build_local(scope, g, obs_shape, n_actions, args, learner=True):
             net.a_ph = tf.placeholder(tf.int32, [None], "a")
             net.R_ph = tf.placeholder(tf.float32, [None], "R")
             net.train, net.grads, net.clipped = loss_and_update(logits, v, net.a_ph, net.R_ph, theta_local, g, args)
-    if learner and args.partial_run:
-        net.pr = build_partial_run(scope, g, obs_shape, n_actions, args)
+    net.pr = build_partial_run(scope, g, obs_shape, n_actions, args) if learner and args.partial_run else None
     return net
 
 
@@ -176,8 +175,7 @@ def loss_and_update(logits, v, a_ph, R_ph, theta_local, g, args, mask=1.0):
     log_pi_a = tf.reduce_sum(log_pi * tf.one_hot(a_ph, logits.shape[-1]), 1)  # log pi(a_i|s_i; theta')  [n]
     advantage = tf.stop_gradient(R_ph - v)                 # R - V(s_i; theta'_v): a constant for the policy
     entropy = -tf.reduce_sum(tf.exp(log_pi) * log_pi, 1)   # H(pi(s_i; theta'))  [n]
-    # Algorithm 3 ascends log pi * (R - V) + beta H; we minimise, so both enter with a minus
-    # (with the wrong sign the entropy *bonus* would be minimised).
+    # Algorithm 3 ascends log pi * (R - V) + beta H; we minimise, so both enter with a minus (else H shrinks)
     policy_loss = -tf.reduce_sum(mask * (log_pi_a * advantage + args.beta * entropy))
     value_loss = tf.reduce_sum(mask * tf.square(R_ph - v))  # (R - V(s_i; theta'_v))^2
     loss = policy_loss + args.value_coef * value_loss
@@ -203,7 +201,8 @@ def build_partial_run(scope, g, obs_shape, n_actions, args):
                                    a_ph=tf.placeholder(tf.int32, [args.t_max]),
                                    R_ph=tf.placeholder(tf.float32, [args.t_max]),
                                    mask_ph=tf.placeholder(tf.float32, [args.t_max]))  # 0: padding after a terminal
-        logits, v = tf.concat([o[0] for o in out[:-1]], 0), tf.concat([o[1] for o in out[:-1]], 0)
+        logits = tf.concat([o[0] for o in out[:-1]], 0)    # the acting copies' outputs, as one rollout's
+        v = tf.concat([o[1] for o in out[:-1]], 0)
         theta_local = tf.trainable_variables(scope + "/")
         pr.train, pr.grads, pr.clipped = loss_and_update(logits, v, pr.a_ph, pr.R_ph, theta_local, g, args, pr.mask_ph)
     return pr
@@ -246,7 +245,8 @@ def actor_learner(i, sess, net, g, env, args, shared, stop):
                 s = partial_run_rollout(sess, net.pr, net, g, env, s, rng, lr, args, shared, i)
                 continue
             sess.run(net.copy_from_global)                 # synchronise theta' <- theta, theta'_v <- theta_v
-            state_start, states, actions, rewards = state, [], [], []
+            state_start = state                            # the update unrolls the LSTM from here
+            states, actions, rewards = [], [], []
             for t in range(args.t_max):                    # t_start .. t_start + t_max - 1
                 pi, state = sess.run((net.pi, net.state), feed(net, s[None], state))
                 a = sample(rng, pi[0])                     # a_t ~ pi(a_t | s_t; theta')
@@ -261,7 +261,7 @@ def actor_learner(i, sess, net, g, env, args, shared, stop):
                 R = 0.0                                    # terminal s_t
             else:                                          # bootstrap from V(s_t; theta'_v): a time limit is no end
                 R = sess.run(net.v, feed(net, (info["final_obs"] if done else s)[None], state))[0]
-            fd = feed(net, np.array(states), state_start)  # the update unrolls the LSTM from the rollout's start
+            fd = feed(net, np.array(states), state_start)  # the rollout's states, from the state it began with
             fd.update({net.a_ph: actions, net.R_ph: n_step_returns(rewards, R, args.gamma), g.lr_ph: lr})
             shared.update(sess.run(net.train, fd))         # one asynchronous update of theta, theta_v
         if done:
