@@ -39,23 +39,24 @@ JOINT_DEFAULTS = dict(embedding_size=(20, 50), epochs=(100, 60), ls_epochs=(20, 
 
 def parse_args(argv=None):
     p = memn2n_checks.parser(__doc__)                              # argparse whose errors are one line
-    p.add_argument("--task", help="bAbI task 1-20, a list such as 2,3,16, or 'all' (default 1; --load: its own)")
+    on_off = argparse.BooleanOptionalAction                        # --pe / --no-pe
+    p.add_argument("--task", help="bAbI task 1-20, a list such as 2,3,16, or 'all' (default 1; --load: the model's)")
     p.add_argument("--joint", action="store_true", help="train one model on all 20 tasks (Sec. 4.2)")
-    p.add_argument("--data-dir", help="bAbI's en (or en-10k) folder; default $BABI_DIR, else a download")
+    p.add_argument("--data-dir", help="bAbI's en or en-10k folder; default $BABI_DIR, else ~/.cache/babi (downloaded)")
     p.add_argument("--hops", type=int, default=3, help="memory hops K, 1-10 (default 3)")
     p.add_argument("--embedding-size", "-d", type=int, help="d, 1-1000 (default 20, 50 with --joint)")
     p.add_argument("--mem-size", type=int, default=50, help="most recent sentences kept in memory (default 50)")
     p.add_argument("--tying", choices=["adjacent", "layerwise"], default="adjacent",
                    help="weight tying (Sec. 2.2): adjacent A^{k+1}=C^k, or layer-wise with u^{k+1} = H u^k + o^k")
-    p.add_argument("--pe", action=argparse.BooleanOptionalAction, default=True, help="position encoding (default on)")
+    p.add_argument("--pe", action=on_off, default=True, help="position encoding; --no-pe: bag of words (default on)")
     p.add_argument("--pe-formula", choices=["paper", "matlab"], default="matlab", help="'matlab' (default): the "
                    "official code's 1+4(k-(d+1)/2)(j-(J+1)/2)/(dJ), J = longest sentence; 'paper': the printed "
                    "(1-j/J)-(k/d)(1-2j/J), J = words in the sentence, half as large (fails tasks 15, 16 here)")
-    p.add_argument("--te", action=argparse.BooleanOptionalAction, default=True, help="temporal encoding T_A, T_C")
-    p.add_argument("--ls", action=argparse.BooleanOptionalAction, default=True, help="linear start (Sec. 4.2)")
+    p.add_argument("--te", action=on_off, default=True, help="temporal encoding T_A, T_C (default on)")
+    p.add_argument("--ls", action=on_off, default=True, help="linear start: no memory softmax at first (default on)")
     p.add_argument("--ls-epochs", type=int, help="linear-start epochs, as the official code (default 20, 30 with "
                    "--joint); 0: the paper's rule, until the validation loss stops falling (too early: docs/memn2n.md)")
-    p.add_argument("--rn", action=argparse.BooleanOptionalAction, default=True, help="random noise (RN) in training")
+    p.add_argument("--rn", action=on_off, default=True, help="random noise: empty memories in training (default on)")
     p.add_argument("--noise", type=float, default=0.1, help="fraction of empty memories that --rn adds (default 0.1)")
     p.add_argument("--epochs", type=int, help="epochs after linear start (default 100, 60 with --joint)")
     p.add_argument("--anneal-every", type=int, help="halve lr every N epochs (default 25, 15 with --joint)")
@@ -68,7 +69,7 @@ def parse_args(argv=None):
                    "initialisation (seeds --seed, --seed+1, ...); --select says what is kept (paper: 10)")
     p.add_argument("--select", choices=["train", "val", "ensemble"], default="train", help="with --runs N: keep the "
                    "run of lowest training error (paper), of lowest validation error, or all N, averaged (ensemble)")
-    p.add_argument("--val-folds", action=argparse.BooleanOptionalAction, help="with --runs N: run i validates on "
+    p.add_argument("--val-folds", action=on_off, help="with --runs N: run i validates on "
                    "tenth i-1 (mod 10) of the training set, not the paper's one tenth, so ten runs learn from all of it"
                    " (default: on for --select ensemble; off for train and val, which compare runs on one tenth)")
     p.add_argument("--seed", type=int, default=1, help="seeds numpy and TensorFlow (default 1)")
@@ -237,8 +238,7 @@ def train(sess, model, data, args, rng, log, should_stop):
         model.lr.load(lr, sess)
         stories = add_random_noise(split.stories, split.lengths, rng, args.noise)[0] if args.rn else split.stories
         order, t0, total_loss, correct = rng.permutation(n), time.time(), 0.0, 0
-        # batches without replacement; the last partial batch waits for the next shuffle (the
-        # official code instead draws every batch at random, with replacement)
+        # batches without replacement, the last partial one left for the next shuffle (official code: with replacement)
         for i in range(0, n - args.batch_size + 1, args.batch_size):
             if should_stop():
                 raise KeyboardInterrupt
