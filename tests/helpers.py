@@ -68,6 +68,13 @@ def memn2n_main(capsys, *args):
     return rc, out, err
 
 
+def a3c_main_ok(capsys, *argv):
+    """a3c.main in this process (no TensorFlow start-up per call): exit 0, returns stdout."""
+    import a3c
+    assert a3c.main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
 def result_of(out):
     line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
     return dict(kv.split("=", 1) for kv in line.split()[1:])

@@ -2,6 +2,7 @@
 gradients, the clipped shared-RMSProp update, the learning-rate anneal, the time-limit bootstrap,
 the LSTM, learning."""
 import os
+import re
 import threading
 
 import gymnasium as gym
@@ -10,7 +11,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import a3c
-from helpers import result_of
+from helpers import a3c_main_ok, result_of
 
 
 @pytest.mark.parametrize("R_boot", [0.0, 5.0], ids=["terminal", "bootstrap"])
@@ -346,3 +347,44 @@ def test_partial_run_trains_end_to_end(tmp_path, capsys):
     res = result_of(out)
     assert 3000 <= int(res["global_step"]) < 3000 + 2 * 5 and int(res["episodes"]) > 0, res
     assert (tmp_path / "ck" / "latest.json").exists()
+
+
+# ---------------------------------------------------------------- learning, with the defaults
+def events(logdir):
+    """{tag: [steps]} from the TensorBoard event files under logdir, read as TensorBoard reads them."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(logdir))
+    acc.Reload()
+    return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_cartpole_defaults_learn_evaluate_log_and_play(tmp_path, capsys):
+    # The MLP's defaults on a short budget (--max-steps also shortens the lr schedule). A short run's
+    # policy rises and can fall again before the end (30k steps, 2 threads, seed 1, five runs here:
+    # final training means 88-186, best evaluations 134-344; with the earlier value weight 0.5, ten
+    # runs: 20-180 and 63-312), so learning is judged by the best evaluation of a snapshot of theta.
+    # A random policy's 20-game mean is 22 +- 3.
+    ck, tb = tmp_path / "ck", tmp_path / "tb"
+    out = a3c_main_ok(capsys, "--env", "CartPole-v1", "--threads", "2", "--max-steps", "30000", "--eval-every", "10000",
+                   "--seed", "1", "--checkpoint-dir", str(ck), "--logdir", str(tb))
+    res = result_of(out)
+    evals = [(int(t), float(r)) for t, r in re.findall(r"^eval global_step=(\d+) eval_return=(\S+)", out, re.M)]
+    assert max(r for _, r in evals) >= 50, out[-1500:]
+    assert re.search(r"^global_step=\d+ progress=\d+\.\d% eta=\S+ fps=", out, re.M)
+    assert len(evals) >= 2 and evals[0][0] >= 10000 and evals[-1] == (int(res["global_step"]), float(res["eval_return"]))
+    tags = events(tb)
+    for tag in ["charts/episodic_return", "charts/episodic_length", "charts/fps", "charts/lr",
+                "losses/policy", "losses/value", "losses/entropy", "eval/episodic_return", "eval/episodic_return_std"]:
+        assert tag in tags and tags[tag], (tag, sorted(tags))
+        assert all(0 <= s <= int(res["global_step"]) for s in tags[tag])
+    assert tags["eval/episodic_return"] == [t for t, _ in evals]
+    # The saved theta is the one the final evaluation scored: --play with the run's seed replays its 20 games.
+    played = result_of(a3c_main_ok(capsys, "--play", str(ck), "--episodes", "20", "--seed", "1"))
+    assert played["env"] == "CartPole-v1" and played["episodes"] == "20" and played["mean_return"] == res["eval_return"]
+
+
+def test_lstm_cartpole_learns(tmp_path, capsys):
+    # The LSTM starts slower: 43-83 after 20k steps here, against ~22 for a random policy.
+    out = a3c_main_ok(capsys, "--env", "CartPole-v1", "--lstm", "--threads", "2", "--max-steps", "25000",
+                   "--eval-every", "0", "--seed", "1", "--checkpoint-dir", str(tmp_path / "ck"), "--logdir", str(tmp_path))
+    assert float(result_of(out)["mean_return"]) >= 35, out[-1500:]

@@ -2,7 +2,6 @@
 import json
 import os
 import queue
-import re
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,7 @@ import a3c
 import a3c_cluster
 import atari_env
 import cli
-from helpers import HERE, assert_one_line_error, result_of, run_script, start_script
+from helpers import HERE, a3c_main_ok, assert_one_line_error, result_of, run_script, start_script
 
 PAPER_ENV = "BreakoutNoFrameskip-v4"
 result = result_of
@@ -66,64 +65,18 @@ class Lines:
 
 
 # ---------------------------------------------------------------- training runs
-def events(logdir):
-    """{tag: [steps]} from the TensorBoard event files under logdir, read as TensorBoard reads them."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    acc = EventAccumulator(str(logdir))
-    acc.Reload()
-    return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
-def _main_ok(capsys, *argv):
-    """a3c.main in this process (no TensorFlow start-up per call): exit 0, returns stdout."""
-    assert a3c.main(list(argv)) == 0
-    return capsys.readouterr().out
-
-
-def test_cartpole_defaults_learn_evaluate_log_and_play(tmp_path, capsys):
-    # The MLP's defaults on a short budget (--max-steps also shortens the lr schedule). A short run's
-    # policy rises and can fall again before the end (30k steps, 2 threads, seed 1, five runs here:
-    # final training means 88-186, best evaluations 134-344; with the earlier value weight 0.5, ten
-    # runs: 20-180 and 63-312), so learning is judged by the best evaluation of a snapshot of theta.
-    # A random policy's 20-game mean is 22 +- 3.
-    ck, tb = tmp_path / "ck", tmp_path / "tb"
-    out = _main_ok(capsys, "--env", "CartPole-v1", "--threads", "2", "--max-steps", "30000", "--eval-every", "10000",
-                   "--seed", "1", "--checkpoint-dir", str(ck), "--logdir", str(tb))
-    res = result(out)
-    evals = [(int(t), float(r)) for t, r in re.findall(r"^eval global_step=(\d+) eval_return=(\S+)", out, re.M)]
-    assert max(r for _, r in evals) >= 50, out[-1500:]
-    assert re.search(r"^global_step=\d+ progress=\d+\.\d% eta=\S+ fps=", out, re.M)
-    assert len(evals) >= 2 and evals[0][0] >= 10000 and evals[-1] == (int(res["global_step"]), float(res["eval_return"]))
-    tags = events(tb)
-    for tag in ["charts/episodic_return", "charts/episodic_length", "charts/fps", "charts/lr",
-                "losses/policy", "losses/value", "losses/entropy", "eval/episodic_return", "eval/episodic_return_std"]:
-        assert tag in tags and tags[tag], (tag, sorted(tags))
-        assert all(0 <= s <= int(res["global_step"]) for s in tags[tag])
-    assert tags["eval/episodic_return"] == [t for t, _ in evals]
-    # The saved theta is the one the final evaluation scored: --play with the run's seed replays its 20 games.
-    played = result(_main_ok(capsys, "--play", str(ck), "--episodes", "20", "--seed", "1"))
-    assert played["env"] == "CartPole-v1" and played["episodes"] == "20" and played["mean_return"] == res["eval_return"]
-
-
-def test_lstm_cartpole_learns(tmp_path, capsys):
-    # The LSTM starts slower: 43-83 after 20k steps here, against ~22 for a random policy.
-    out = _main_ok(capsys, "--env", "CartPole-v1", "--lstm", "--threads", "2", "--max-steps", "25000",
-                   "--eval-every", "0", "--seed", "1", "--checkpoint-dir", str(tmp_path / "ck"), "--logdir", str(tmp_path))
-    assert float(result(out)["mean_return"]) >= 35, out[-1500:]
-
-
 @pytest.mark.parametrize("env,flags", [("Breakout-v0", []), (PAPER_ENV, ["--lstm"])])
 def test_breakout_smoke_checkpoint_resume_play(tmp_path, capsys, env, flags):
     ck = str(tmp_path / "ck")
     common = ["--env", env, "--threads", "2", "--eval-every", "0", "--checkpoint-dir", ck, "--logdir", str(tmp_path), *flags]
-    out = _main_ok(capsys, *common, "--max-steps", "600")
+    out = a3c_main_ok(capsys, *common, "--max-steps", "600")
     path = "ALE skips 2-4 frames at random" if env == "Breakout-v0" else "AtariVectorEnv"
     assert path in out.splitlines()[0]
     res = result(out)
     assert res["env"] == env and 600 <= int(res["global_step"]) < 600 + 2 * 5
-    out = _main_ok(capsys, *common, "--max-steps", "900", "--resume")
+    out = a3c_main_ok(capsys, *common, "--max-steps", "900", "--resume")
     assert 900 <= int(result(out)["global_step"]) < 900 + 2 * 5   # continued from T, not from 0
-    assert result(_main_ok(capsys, "--play", ck, "--episodes", "1"))["episodes"] == "1"
+    assert result(a3c_main_ok(capsys, "--play", ck, "--episodes", "1"))["episodes"] == "1"
     if flags:
         assert "add --lstm" in _main_error(capsys, *common[:-1], "--max-steps", "1000", "--resume")
     else:
@@ -517,10 +470,10 @@ def test_value_torso_own_trains_plays_and_resumes_only_as_own(tmp_path, capsys):
     says so, --play rebuilds that network, --resume with the other torso is refused."""
     ck = str(tmp_path / "ck")
     common = ["--env", "CartPole-v1", "--threads", "2", "--eval-every", "0", "--checkpoint-dir", ck, "--logdir", str(tmp_path)]
-    res = result(_main_ok(capsys, *common, "--max-steps", "2000", "--value-torso", "own"))
+    res = result(a3c_main_ok(capsys, *common, "--max-steps", "2000", "--value-torso", "own"))
     assert int(res["global_step"]) >= 2000
     assert json.loads(open(os.path.join(ck, "latest.json")).read())["value_torso"] == "own"
-    assert result(_main_ok(capsys, "--play", ck, "--episodes", "2"))["episodes"] == "2"
+    assert result(a3c_main_ok(capsys, "--play", ck, "--episodes", "2"))["episodes"] == "2"
     assert "--value-torso own; resume it with that" in _main_error(capsys, *common, "--max-steps", "3000", "--resume")
 
 
