@@ -11,7 +11,7 @@ gamma = 0.99, beta = 0.01, shared RMSProp, the LSTM agent).
     python a3c.py --env Acrobot-v1                           # the same MLP defaults learn it
     python a3c.py --play checkpoints/CartPole-v1__1 --episodes 10
     python a3c.py --env PongNoFrameskip-v4 --workers 2 --threads 4   # parameter-server cluster on localhost
-README.md has the results, the deviations from the paper and the multi-machine commands.
+README.md has what to expect; docs/a3c.md the deviations from the paper, docs/cluster.md several machines.
 """
 import sys
 import threading
@@ -33,12 +33,12 @@ from tf_session import session
 tf = load_tf()                                             # machinery: TF1-style graphs, TensorFlow's start-up quiet
 # Defaults that depend on the network, which the env decides. The Atari CNN keeps the paper's and the
 # authors' values but RMSProp's epsilon (the authors' 0.1 barely learned in 3M frames); the
-# classic-control MLP's come from a measured sweep. README: deviations, with the figures.
+# classic-control MLP's come from a measured sweep. docs/a3c.md: deviations; docs/a3c-results.md: figures.
 DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=1e-5, value_coef=0.5, beta=0.01, max_steps=80_000_000,
                         eval_every=250_000, eval_episodes=10),
             "mlp": dict(lr=3e-3, rms_eps=0.1, value_coef=0.01, beta=0.02, max_steps=500_000, eval_every=25_000,
                         eval_episodes=20)}
-MLP_LSTM = dict(value_coef=0.5, beta=0.01)  # the MLP with --lstm: what the LSTM agent's runs used (README)
+MLP_LSTM = dict(value_coef=0.5, beta=0.01)  # the MLP with --lstm: what the LSTM runs used
 CELLS = 256  # LSTM cells (Section 8)
 PLAY_SEED = 20_000  # --play and the final evaluation: games apart from thread i's (seed + i), the same in both
 
@@ -50,7 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=8, help="actor-learner threads (default 8; paper: 16)")
     p.add_argument("--lstm", action="store_true", help="A3C LSTM: 256 LSTM cells after the torso (Section 8)")
     p.add_argument("--value-torso", choices=["shared", "own"], default="shared", help="classic-control MLP: V "
-                   "shares pi's torso (default, as the paper's networks do) or has its own (README: Acrobot)")
+                   "shares pi's torso (default, as the paper's networks do) or has its own (docs/a3c-results.md)")
     p.add_argument("--max-steps", type=int, help="global steps T (agent steps, all threads); the lr anneals to 0 "
                    "over them " + per_kind("max_steps") + "; the paper's day of Atari is about 80M")
     p.add_argument("--t-max", type=int, default=5, help="steps per rollout before an update (default and paper: 5)")
@@ -69,7 +69,7 @@ def parse_args(argv=None):
     atari_env.add_flags(p)                                 # machinery: --vector-env, --fire-reset
     p.add_argument("--partial-run", action="store_true",
                    help="the slides' variant: reuse the acting forward passes in the update (feed-forward only; "
-                        "TF 2.21 leaks ~120 KB per update on this path, see README)")
+                        "TF 2.21 leaks ~120 KB per update on this path, see docs/a3c-results.md)")
     p.add_argument("--eval-every", type=int, help="agent steps between evaluations of a snapshot of theta, "
                    "0 = never " + per_kind("eval_every"))
     p.add_argument("--eval-episodes", type=int, help="full games per evaluation " + per_kind("eval_episodes"))
@@ -125,7 +125,7 @@ def network(s, n_actions, state=None, own_v=False):
     if state is not None:                                  # A3C LSTM
         x, state = lstm(x, state)                          # [n, 256]
     # pi and V share the torso, as in the paper; --value-torso own gives the MLP's V one of its own,
-    # which learnt Acrobot on every seed tried (README: Results)
+    # which learnt Acrobot on every seed tried (docs/a3c-results.md)
     x_v = dense(dense(s, 64, "v_fc1", tf.tanh), 64, "v_fc2", tf.tanh) if own_v else x
     logits = dense(x, n_actions, "pi", tf.identity, tf.random_normal_initializer(stddev=0.01))  # theta: torso + pi
     v = dense(x_v, 1, "v", tf.identity)[:, 0]              # theta_v: torso (shared or own) + v
@@ -270,7 +270,7 @@ def actor_learner(i, sess, net, g, env, args, shared, stop):
 
 def partial_run_rollout(sess, pr, net, g, env, s, rng, lr, args, shared, i):
     """Algorithm 3's rollout with partial_run: each step runs only its own copy of the network; the
-    update reuses those activations. TF 2.21 keeps part of every fed tensor (README), so not the default."""
+    update reuses those activations. TF 2.21 keeps part of every fed tensor (docs/a3c-results.md): not the default."""
     t_max = args.t_max
     sess.run(net.copy_from_global)
     fetches = pr.pi + [pr.v_boot] + list(pr.train.values())

@@ -9,7 +9,7 @@ import sys
 import time
 
 import atari_env
-from cli import UserError, error, first_line
+from cli import UserError, first_line, run_main
 from interrupts import Signals
 from tf_setup import load_tf1
 
@@ -107,20 +107,17 @@ def entry_point(body):
     starts with SIGINT ignored); one that reaches here came before training started: nothing to
     save, status 130. A UserError is one line and its status. Each call builds a fresh graph (main
     is also called in-process), and an in-process caller gets its own signal handlers back."""
+    def before_training(e):
+        print("interrupted", file=sys.stderr, flush=True)
+        return 130
+
     @functools.wraps(body)
     def main(argv=None):
         import tensorflow.compat.v1 as tf                  # loaded already, quietly, by a3c.py
         signals = Signals()
-        signals.install()
-        try:
+
+        def in_a_fresh_graph():
             with tf.Graph().as_default():
                 return body(argv, signals)
-        except UserError as e:
-            error(PROG, str(e))
-            return e.code
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr, flush=True)
-            return 130
-        finally:
-            signals.uninstall()
+        return run_main(PROG, signals, in_a_fresh_graph, before_training)
     return main

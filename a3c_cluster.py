@@ -1,4 +1,4 @@
-"""a3c.py's cluster mode: TensorFlow's parameter-server runtime (README: cluster mode).
+"""a3c.py's cluster mode: TensorFlow's parameter-server runtime (docs/cluster.md).
 
 A ps holds theta, T and RMSProp's slots; each worker runs --threads actor-learner threads whose
 local networks pull theta and push gradients over gRPC; worker 0, the chief, initialises, logs,
@@ -23,7 +23,7 @@ RESTART = 3  # exit status of a worker that TF's gRPC runtime failed (stalled, o
 
 
 def add_flags(p):
-    cl = p.add_argument_group("cluster mode (TensorFlow's parameter-server runtime; README)")
+    cl = p.add_argument_group("cluster mode (TensorFlow's parameter-server runtime; docs/cluster.md)")
     cl.add_argument("--workers", type=int, help="start a ps and N worker processes on localhost and run them")
     cl.add_argument("--ps-hosts", help="host:port[,host:port...] of the parameter servers")
     cl.add_argument("--worker-hosts", help="host:port,host:port... of the workers (worker 0 is the chief)")
@@ -35,7 +35,7 @@ def add_flags(p):
 
 
 def grpc_errors():
-    """What TF's gRPC runtime raises for a passing failure of one step (README: known problem)."""
+    """What TF's gRPC runtime raises for a passing failure of one step (docs/cluster.md: known problem)."""
     import tensorflow.compat.v1 as tf
     return tf.errors.AbortedError, tf.errors.CancelledError, tf.errors.UnavailableError
 
@@ -67,7 +67,7 @@ def failure_status(exc):
 
 def stall_watchdog(shared, timeout, learners, who):
     """Cluster mode: TF 2.21's gRPC runtime can leave a worker's session.run calls blocked for good
-    (README: known problem). No update for `timeout` s while a learner thread is alive: one error line,
+    (docs/cluster.md: known problem). No update for `timeout` s while a learner thread is alive: one error line,
     and exit status RESTART (blocked threads cannot be joined); the --workers launcher then restarts."""
     seen, since = shared.T, time.time()
     while any(t.is_alive() for t in learners):             # also after a stop: they must finish their rollout
@@ -75,7 +75,7 @@ def stall_watchdog(shared, timeout, learners, who):
         if shared.T != seen:
             seen, since = shared.T, time.time()
         elif time.time() - since > timeout:
-            error(PROG, f"{who}: no update for {timeout:g} s: stalled in TensorFlow's gRPC runtime (README); "
+            error(PROG, f"{who}: no update for {timeout:g} s: stalled in TensorFlow's gRPC runtime (docs/cluster.md); "
                         f"continue with --resume")
             os._exit(RESTART)
 
@@ -84,7 +84,7 @@ def watchdog(args, task_index):
     """What starts a worker's stall_watchdog thread once its learners run: (shared, learners) -> starter."""
     def for_learners(shared, learners):
         def start():
-            if args.stall_timeout:                         # TF's gRPC runtime can block for good (README)
+            if args.stall_timeout:                         # TF's gRPC runtime can block for good (docs/cluster.md)
                 threading.Thread(target=stall_watchdog, name="watchdog", daemon=True,
                                  args=(shared, args.stall_timeout, learners, f"worker {task_index}")).start()
         return start

@@ -17,7 +17,7 @@ class Shared:
     def __init__(self, T, threads, first=0):
         self.T, self.frames, self.first = T, [0] * threads, first  # first: this process's first thread
         # At most one rollout per core at a time. The OS time-slices 8 threads on 2 cores anyway; slicing
-        # at rollout boundaries means fewer threads contend for the GIL at once (measured: README, speed).
+        # at rollout boundaries means fewer threads contend for the GIL at once (measured: docs/a3c-results.md, speed).
         self.cores = threading.BoundedSemaphore(min(threads, len(os.sched_getaffinity(0))))
         self.games, self.stats, self.evals = collections.deque(), collections.deque(), collections.deque()
 

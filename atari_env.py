@@ -290,4 +290,4 @@ def add_flags(p):
                    help="Atari: one ale_py AtariVectorEnv per thread (native preprocessing, releases the GIL); "
                         "default: on where it can run the id (a fixed frameskip), else the OpenCV path")
     p.add_argument("--fire-reset", action=argparse.BooleanOptionalAction, default=True,
-                   help="press FIRE after each reset, as DQN-era wrappers do (default on; README)")
+                   help="press FIRE after each reset, as DQN-era wrappers do (default on; docs/a3c-results.md)")

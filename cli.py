@@ -39,6 +39,25 @@ def die(prog, message, code=2):
     sys.exit(code)
 
 
+def run_main(prog, signals, body, on_interrupt, cleanup=None):
+    """A script's main around body(): Ctrl-C and SIGTERM handled by `signals` (interrupts.Signals) while it
+    runs, a UserError printed as one line with its exit status, a KeyboardInterrupt answered by
+    on_interrupt(e) (which says what was saved and returns the exit status), then cleanup(), and the
+    signal handlers the caller had are given back."""
+    signals.install()
+    try:
+        return body()
+    except UserError as e:
+        error(prog, e)
+        return e.code
+    except KeyboardInterrupt as e:
+        return on_interrupt(e)
+    finally:
+        signals.uninstall()
+        if cleanup:
+            cleanup()
+
+
 def first_line(e):
     """'Type: message' on one line. TensorFlow's errors start with 'Graph execution error:', then the
     node and where it was defined; the line that says what went wrong comes after those."""

@@ -2,8 +2,8 @@
 
 The handlers are installed explicitly: a background job of a non-interactive shell starts with
 SIGINT ignored, and SIGTERM would otherwise kill without saving. The first signal raises
-KeyboardInterrupt in the main thread. Inside held() it is only noted: a save finishes first, and
-the training loop stops at its next batch (stop_if_received), a point where stopping is safe;
+KeyboardInterrupt in the main thread. Inside held() it is only noted (`received`): a save finishes
+first, and a training loop that asks for it stops at its next batch, a point where stopping is safe;
 raised at any bytecode, a KeyboardInterrupt can land in a TensorFlow object's __del__ and be
 dropped. After ignore(), later signals do nothing (a second Ctrl-C must not break a final save)."""
 import contextlib
@@ -37,10 +37,6 @@ class Signals:
         """From here on both signals are ignored (uninstall() still gives the old handlers back)."""
         for s in SIGNALS_HANDLED:
             signal.signal(s, signal.SIG_IGN)
-
-    def stop_if_received(self):
-        if self.received:
-            raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def held(self):

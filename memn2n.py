@@ -24,8 +24,8 @@ import time
 import numpy as np
 
 import babi_data
-import memn2n_checks  # machinery (flag checks, logs, model folders, --ask and --show's text, the --task pool):
-import memn2n_log  # a reader need not open these six modules to follow the paper
+import memn2n_checks  # machinery (flag checks, logs, model folders, --ask and --show's text, the --task pool,
+import memn2n_log  # signals, TensorFlow's start-up): a reader need not open these modules to follow the paper
 import memn2n_models
 import memn2n_story
 import memn2n_tasks
@@ -276,24 +276,23 @@ def val_fold(args, r):
 Trained = collections.namedtuple("Trained", "train_error val_error params")  # one of the --runs
 
 
-def train_runs(sess, model, data, args, writer, prefix=""):
-    """--runs fresh initialisations, each on its validation tenth; returns them and whether a signal stopped them."""
+def train_runs(sess, model, data, args, logs, should_stop):
+    """--runs fresh initialisations, each on its validation tenth; returns them and whether should_stop() did."""
     trained = []
     for r in range(args.runs):
         rng = np.random.RandomState(args.seed + r)
         data.hold_out(val_fold(args, r))                           # this run's validation tenth
         sess.run(model.init)                                       # each run draws fresh N(0, 0.1) weights
-        run_prefix = prefix + (f"run={r + 1} " if args.runs > 1 else "")
-        log = memn2n_log.EpochLog(writer if r == 0 else None, args.log_every, run_prefix)  # stdout, TensorBoard
+        log = logs(r)
         try:
-            errors = train(sess, model, data, args, rng, log, lambda: SIGNALS.received)  # machinery: Ctrl-C came
+            errors = train(sess, model, data, args, rng, log, should_stop)
         except KeyboardInterrupt:
             if not trained:                                        # stopped during the first run: keep it
                 trained.append(Trained(np.nan, np.nan, sess.run(model.params)))
             return trained, True
         trained.append(Trained(*errors, sess.run(model.params)))
         if args.runs > 1:
-            print(f"{run_prefix}train_error={100 * errors[0]:.1f} val_error={100 * errors[1]:.1f}", flush=True)
+            log.line(f"train_error={100 * errors[0]:.1f} val_error={100 * errors[1]:.1f}")
     return trained, False
 
 
@@ -358,23 +357,24 @@ def one_model(args, tasks, data_dir, log_dir=None, save_dir=None, load_dir=None,
     sess, model, V = open_model(args, meta)
     if not load_dir:
         writer = memn2n_log.open_writer(log_dir, sess.graph)        # TensorBoard
+        logs = memn2n_log.run_logs(writer, args.log_every, prefix, args.runs)  # run r's: stdout, TensorBoard for r = 0
         with SIGNALS.held():                                       # machinery: a signal only sets a flag now
-            trained, stopped = train_runs(sess, model, data, args, writer, prefix)
+            trained, stopped = train_runs(sess, model, data, args, logs, lambda: SIGNALS.received)
             runs = len(trained)
             writer.close()
-            if args.select != "ensemble":                          # the run with the lowest training error
+            if args.select != "ensemble":                          # the run of lowest training (or val) error
                 trained = [min(trained, key=lambda t: t.train_error if args.select == "train" else t.val_error)]
             # machinery: an atomic save (a fallback folder if it fails); raises Interrupted if stopped
             folder, meta = memn2n_models.save_kept(sess, model, save_dir, meta, args, runs, trained, stopped)
+    test = data.splits["test"]
     try:
-        a_hat, prediction, attention = predict(sess, model, folder, meta["members"], data.splits["test"], V,
-                                               fetch_attention=args.show > 0)
+        a_hat, prediction, attention = predict(sess, model, folder, meta["members"], test, V, args.show > 0)
+        if args.show:                                              # --show N: Figure 2 for N test stories
+            memn2n_story.show_attention(data, args.show, a_hat, prediction, attention, print_attention)
     except KeyboardInterrupt:
         raise memn2n_models.Interrupted(None if load_dir else os.path.dirname(folder)) from None
-    task_ids, correct = data.splits["test"].task_ids, prediction == data.splits["test"].answers
-    errors = {t: 100.0 * (1.0 - correct[task_ids == t].mean()) for t in tasks}
-    if args.show:                                                  # --show N: Figure 2 for N test stories
-        memn2n_story.show_attention(data, args.show, a_hat, prediction, attention, print_attention)
+    correct = prediction == test.answers
+    errors = {t: 100.0 * (1.0 - correct[test.task_ids == t].mean()) for t in tasks}
     sess.close()
     return errors, time.time() - t0
 

@@ -23,6 +23,14 @@ class EpochLog:
         print(f"{self.prefix}{text}", flush=True)
 
 
+def run_logs(writer, every, prefix, runs):
+    """r -> the EpochLog of run r of `runs`: its lines prefixed run=r+1 when there are several, and
+    TensorBoard scalars for the first run only."""
+    def log_of(r):
+        return EpochLog(writer if r == 0 else None, every, prefix + (f"run={r + 1} " if runs > 1 else ""))
+    return log_of
+
+
 def open_writer(log_dir, graph):
     """A TensorBoard writer for `log_dir`, with the graph."""
     import tensorflow.compat.v1 as tf

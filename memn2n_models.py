@@ -19,7 +19,7 @@ import babi_data
 import cli
 from cli import UserError
 from interrupts import SIGNALS
-from safe_files import remove_empty, write_json_atomic, writable_dir
+from safe_files import remove_empty, staged_dir, write_json_atomic, writable_dir
 
 MARKER = "memn2n.json"
 MODEL_KEYS = ("d", "hops", "tying", "pe", "pe_formula", "te")  # what a checkpoint fixes
@@ -39,21 +39,15 @@ def guarded(main):
     """memn2n.py's main(argv, created) under the machinery: SIGINT and SIGTERM handled (interrupts.Signals), a
     UserError printed as one line with its exit status (2), an interrupt said in one line with 130 or 143, and
     the folders in `created` removed if the run made them and never used them (they are empty)."""
+    def interrupted(e):
+        say_interrupted(e)
+        return SIGNALS.exit_status()
+
     @functools.wraps(main)
     def run(argv=None):
-        SIGNALS.install()
         created = []
-        try:
-            return main(argv, created)
-        except UserError as e:
-            cli.error("memn2n.py", e)
-            return e.code
-        except KeyboardInterrupt as e:
-            say_interrupted(e)
-            return SIGNALS.exit_status()
-        finally:
-            SIGNALS.uninstall()
-            remove_empty(created)
+        return cli.run_main("memn2n.py", SIGNALS, lambda: main(argv, created), interrupted,
+                            lambda: remove_empty(created))
     return run
 
 
@@ -114,12 +108,6 @@ def save_kept(sess, model, save_dir, meta, args, n_runs, kept, stopped):
     return folder, meta
 
 
-# A model folder DIR holds memn2n.json, {"written_by": "memn2n.py", "model": "<subfolder>"}, and
-# that subfolder: config.json (sizes, vocabulary, runs) and the TensorFlow checkpoint of each
-# kept run. A new save writes a new subfolder, then replaces memn2n.json with os.replace: a
-# crash at any point leaves the old model or the new one, complete. The folder of several
-# tasks (--task all) holds memn2n.json {"written_by": "memn2n.py", "tasks": true} and task<t>/.
-MARKER = "memn2n.json"
 CONFIG_TYPES = {"tasks": list, "word_idx": dict, "sentence_size": int, "mem_slots": int, "d": int, "hops": int,
                 "tying": str, "pe": bool, "pe_formula": str, "te": bool, "members": list}
 
@@ -211,9 +199,7 @@ def save_model(sess, model, folder, meta, members):
     with SIGNALS.held():
         os.makedirs(folder, exist_ok=True)
         old, old_layout = read_marker(folder), is_old_layout(folder)
-        tmp = os.path.join(folder, f".tmp-{os.getpid()}-{os.urandom(4).hex()}")
-        os.mkdir(tmp)
-        try:
+        with staged_dir(folder) as tmp:                            # removed again if anything below fails
             for name, params in zip(meta["members"], members):
                 for v, value in zip(model.params, params):
                     v.load(value, sess)
@@ -222,12 +208,10 @@ def save_model(sess, model, folder, meta, members):
                 json.dump(meta, f)
             sub = "model-" + time.strftime("%Y%m%d-%H%M%S-") + os.path.basename(tmp)[len(".tmp-"):]
             os.rename(tmp, os.path.join(folder, sub))
-            # the moment the new model replaces the old
+        try:                                                       # the moment the new model replaces the old
             write_json_atomic(os.path.join(folder, MARKER), {"written_by": "memn2n.py", "model": sub})
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if "sub" in locals():
-                shutil.rmtree(os.path.join(folder, sub), ignore_errors=True)
+            shutil.rmtree(os.path.join(folder, sub), ignore_errors=True)
             raise
         # the model it replaces (only ever one memn2n.py wrote: see check_save_dir)
         if old and old.get("model") and old["model"] != sub:
@@ -250,19 +234,18 @@ def check_save_dir(path, overwrite, tasks_folder):
     what = {"model": "a memn2n model", "tasks": "the models of several tasks"}
     if kind is None:
         raise UserError(f"--save {path} exists and was not written by memn2n.py; choose another folder "
-                            f"(--overwrite only replaces a memn2n model)")
+                        f"(--overwrite only replaces a memn2n model)")
     if kind != want:
         raise UserError(f"--save {path} holds {what[kind]}, not {what[want]}; choose another folder")
     if not overwrite:
         raise UserError(f"--save {path} already holds {what[kind]}; pass --overwrite to replace it, or "
-                            f"choose another folder")
+                        f"choose another folder")
     if tasks_folder:
         for name in os.listdir(path):
             sub = os.path.join(path, name)
-            if re.fullmatch(r"task\d+", name) and os.path.isdir(sub) and os.listdir(sub) and folder_kind(sub) != "model":
+            foreign = os.path.isdir(sub) and os.listdir(sub) and folder_kind(sub) != "model"
+            if re.fullmatch(r"task\d+", name) and foreign:
                 raise UserError(f"--save {path}: {sub} was not written by memn2n.py; choose another folder")
-
-
 
 
 def resolve_load(args, finish):

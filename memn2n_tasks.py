@@ -79,23 +79,23 @@ def train_each_task(one_model, args, data_dir, log_root, save_root):
                       f"progress={100 * done_cost / sum(cost.values()):.1f}% elapsed={fmt_time(time.time() - t0)} "
                       f"eta={fmt_time(eta)}", flush=True)
         results = {t: f.result() for t, f in futures.items()}
-    except BaseException:
-        stop_all(pool, futures, args.tasks)                        # raises Interrupted, or re-raises the error
+    except BaseException as e:
+        stop_all(pool, futures, args.tasks, e)                     # raises Interrupted, or re-raises the error
     pool.shutdown()
     if any(r.get("save_failed") for r in results.values()):
         memn2n_models.SAVE_FAILED.append(True)
     return {t: results[t]["errors"][t] for t in args.tasks}
 
 
-def stop_all(pool, futures, tasks):
-    """Ctrl-C / SIGTERM (or a task's error): stop every task, each saving what it trained, and say which
-    tasks finished, which saved what, and which stopped without a model."""
+def stop_all(pool, futures, tasks, e):
+    """Ctrl-C / SIGTERM (or a task's error `e`, raised again): stop every task, each saving what it trained,
+    and say which tasks finished, which saved what, and which stopped without a model."""
     for p in multiprocessing.active_children():                   # SIGTERM reaches only us: pass it on
         os.kill(p.pid, signal.SIGINT)
     with SIGNALS.held():
         pool.shutdown(wait=True, cancel_futures=True)
     if not SIGNALS.received:
-        raise
+        raise e
     done = {t: f.result() for t, f in futures.items() if f.done() and not f.cancelled() and not f.exception()}
     finished = [t for t in tasks if done.get(t, {}).get("status") == "done"]
     saved = [f"{t} ({done[t]['saved']})" for t in tasks if done.get(t, {}).get("saved")]

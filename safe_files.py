@@ -30,7 +30,8 @@ def writable_dir(path, flag, created=None):
 
 def write_json_atomic(path, data):
     """Write `data` as JSON to `path` through a temporary file and os.replace (atomic)."""
-    tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}-{os.getpid()}-{os.urandom(4).hex()}.tmp")
+    name = f".{os.path.basename(path)}-{os.getpid()}-{os.urandom(4).hex()}.tmp"
+    tmp = os.path.join(os.path.dirname(path) or ".", name)
     try:
         with open(tmp, "w") as f:
             json.dump(data, f)

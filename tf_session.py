@@ -5,7 +5,7 @@ from tf_setup import quiet_stderr
 
 def session(threads, target="", config=None):
     """Every run() executes its graph in the calling thread (RunOptions.inter_op_thread_pool = -1):
-    for these small graphs the hand-over to TF's own pool cost more CPU than the ops (README: speed).
+    for these small graphs the hand-over to TF's own pool cost more CPU than the ops (docs/a3c-results.md, speed).
     One op is never split over cores (intra-op 1): the `threads` Python threads keep the cores busy."""
     import tensorflow.compat.v1 as tf                      # loaded already by the caller (tf_setup.load_tf1)
 

@@ -27,9 +27,9 @@ def load_tf1(xla_auto_jit=False):
     """Import tensorflow.compat.v1 quietly, in graph mode; XLA's CPU auto-clustering flags must be
     set before TensorFlow loads. Returns the module."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if xla_auto_jit and "--tf_xla_cpu_global_jit" not in os.environ.get("TF_XLA_FLAGS", ""):
-        os.environ["TF_XLA_FLAGS"] = (os.environ.get("TF_XLA_FLAGS", "") +
-                                      " --tf_xla_auto_jit=2 --tf_xla_cpu_global_jit").strip()
+    for flag in ("--tf_xla_auto_jit=2", "--tf_xla_cpu_global_jit") if xla_auto_jit else ():
+        if flag not in os.environ.get("TF_XLA_FLAGS", "").split():  # once, however often main() runs
+            os.environ["TF_XLA_FLAGS"] = f"{os.environ.get('TF_XLA_FLAGS', '')} {flag}".strip()
     with quiet_stderr():
         import tensorflow.compat.v1 as tf
     tf.get_logger().setLevel("ERROR")                              # partial_run & co. are "deprecated" but present
