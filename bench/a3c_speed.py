@@ -120,8 +120,9 @@ def profile(b):
             grads_ph = [tf.placeholder(tf.float32, v.shape) for v in g.theta]
             apply_only = g.opt.apply_gradients(zip(grads_ph, g.theta))
     rng, n = np.random.default_rng(0), 300
+    n_actions = int(env.action_space.n)
     s = env.reset()
-    states = [env.step(int(rng.integers(4)))[0] for _ in range(args.t_max)]
+    states = [env.step(int(rng.integers(n_actions)))[0] for _ in range(args.t_max)]
     fd = a3c.feed(net, np.array(states), ())
     fd.update({net.a_ph: [0] * args.t_max, net.R_ph: np.ones(args.t_max, np.float32), g.lr_ph: 1e-9})
     grads = sess.run(net.grads, fd)
@@ -137,15 +138,15 @@ def profile(b):
     parts = {}
     if isinstance(env, atari_env.AtariEnv):
         frame = raw.step(0)[0]
-        parts["emulator (4 raw frames, gymnasium AtariEnv)"] = timed(lambda: [raw.step(int(rng.integers(4))) for _ in range(4)])
+        parts["emulator (4 raw frames, gymnasium AtariEnv)"] = timed(lambda: [raw.step(int(rng.integers(n_actions))) for _ in range(4)])
         parts["preprocessing (max, resize, stack)"] = timed(lambda: env._push(atari_env.preprocess(frame, frame)))
     else:
-        parts["env step (emulator + native preprocessing)"] = timed(lambda: env.step(int(rng.integers(4))))
+        parts["env step (emulator + native preprocessing)"] = timed(lambda: env.step(int(rng.integers(n_actions))))
     parts["acting forward pass, per step"] = timed(lambda: sess.run((net.pi, net.state), a3c.feed(net, s[None], ())))
     pool = a3c.tf.Session.run                              # the same call handed to TF's inter-op thread pool
     parts["  the same via TF's inter-op pool (plain Session.run)"] = timed(
         lambda: pool(sess, (net.pi, net.state), a3c.feed(net, s[None], ())))
-    parts["sampling the action (numpy)"] = timed(lambda: a3c.sample(rng, np.full(4, 0.25, np.float32)), 3000)
+    parts["sampling the action (numpy)"] = timed(lambda: a3c.sample(rng, np.full(n_actions, 1 / n_actions, np.float32)), 3000)
     per_rollout = {
         "bootstrap V(s_t), per rollout": timed(lambda: sess.run(net.v, a3c.feed(net, s[None], ()))),
         "update: gradients + clip + RMSProp, per rollout": timed(lambda: sess.run(net.train, fd)),
