@@ -396,14 +396,20 @@ def test_failed_final_save_says_where_the_model_went(tiny_dir, tmp_path, capsys,
     shutil.rmtree(calls[1])
 
 
+def _open_saved(folder, *flags):
+    """The subfolder, config, flags and a session holding the model saved in `folder`, its run restored."""
+    sub, meta = memn2n_models.read_model(str(folder))
+    cfg = memn2n_checks.finish(memn2n.parse_args(list(flags)), [1])
+    sess, model, V = memn2n.open_model(cfg, meta)
+    memn2n_models.restore(sess, model, sub, "model")
+    return sub, meta, cfg, sess, model
+
+
 @pytest.mark.parametrize("crash_at", ["saver", "config", "pointer"])
 def test_crashed_save_keeps_old_model_and_no_temp_folder(crash_at, trained, tmp_path, monkeypatch):
     folder = tmp_path / "m"
     shutil.copytree(trained[0], folder)
-    old_sub, meta = memn2n_models.read_model(str(folder))
-    cfg = memn2n_checks.finish(memn2n.parse_args([]), [1])
-    sess, model, V = memn2n.open_model(cfg, meta)
-    memn2n_models.restore(sess, model, old_sub, "model")
+    old_sub, meta, _, sess, model = _open_saved(folder)
 
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
@@ -424,10 +430,7 @@ def test_crashed_save_keeps_old_model_and_no_temp_folder(crash_at, trained, tmp_
 def test_second_ctrl_c_during_save_waits_until_the_model_is_complete(trained, tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(trained[0], folder)
-    sub, meta = memn2n_models.read_model(str(folder))
-    cfg = memn2n_checks.finish(memn2n.parse_args([]), [1])
-    sess, model, V = memn2n.open_model(cfg, meta)
-    memn2n_models.restore(sess, model, sub, "model")
+    sub, meta, _, sess, model = _open_saved(folder)
     real_save = model.saver.save
 
     def save_then_ctrl_c(*a, **k):
@@ -450,10 +453,7 @@ def test_second_ctrl_c_during_save_waits_until_the_model_is_complete(trained, tm
 def test_a_signal_whose_interrupt_python_dropped_still_stops_training(trained, gen_dir):
     """Python drops an exception raised in a __del__; if the signal handler's KeyboardInterrupt fires
     there, training must stop anyway, at its next batch, not after --epochs."""
-    sub, meta = memn2n_models.read_model(trained[0])
-    cfg = memn2n_checks.finish(memn2n.parse_args(["--epochs", "300", "--no-xla"]), [1])
-    sess, model, V = memn2n.open_model(cfg, meta)
-    memn2n_models.restore(sess, model, sub, "model")
+    sub, meta, cfg, sess, model = _open_saved(trained[0], "--epochs", "300", "--no-xla")
     data = babi_data.Data([1], gen_dir, cfg.mem_size, 0.0, meta)
 
     class Dropper:
