@@ -6,15 +6,14 @@ import contextlib
 import sys
 import threading
 
-from a3c_cli import PROG
-from cli import die, first_line
+from cli import UserError, first_line
 
 
 def run_threads(learners, others, stop, interval, every, signals, save, status=None, started=None):
     """Start `learners` and `others`, then started(); call each of `every` every `interval` s until
     the learners end (they reach T_max, or `stop` is set). Returns whether Ctrl-C stopped them.
     A thread that raises sets `stop`: the others finish their rollout, save() keeps what they
-    learnt, and the run exits with one line naming the thread and its error, status
+    learnt, and a UserError ends the run: one line naming the thread and its error, status
     `status(exception)` (default 1)."""
     errors = []
 
@@ -52,7 +51,7 @@ def run_threads(learners, others, stop, interval, every, signals, save, status=N
     if errors:
         signals.ignore()                                   # nothing may break the save
         save()
-        die(PROG, *errors[0])
+        raise UserError(*errors[0])                        # one line, status 1 (or status(e))
     return interrupted
 
 

@@ -7,7 +7,8 @@ import sys
 
 
 class UserError(Exception):
-    """Bad input that the user can fix: printed as one line, exit status `code` (2 by default)."""
+    """Printed as one line, exit status `code`: by default 2, bad input that the user can fix; also what
+    stops a run for good (a failed final save, a failed actor-learner thread), with its own status."""
 
     def __init__(self, message, code=2):
         super().__init__(message)
@@ -31,12 +32,6 @@ def error(prog, message):
 
 def warn(prog, message):
     print(f"{prog}: warning: {message}", file=sys.stderr, flush=True)
-
-
-def die(prog, message, code=2):
-    """One error line, then exit with `code`: for a state no caller can mend."""
-    error(prog, message)
-    sys.exit(code)
 
 
 def run_main(prog, signals, body, on_interrupt, cleanup=None):

@@ -46,6 +46,7 @@ def guarded(main):
     @functools.wraps(main)
     def run(argv=None):
         created = []
+        SAVE_FAILED.clear()                                        # an in-process caller's earlier run is not this one's
         return cli.run_main("memn2n.py", SIGNALS, lambda: main(argv, created), interrupted,
                             lambda: remove_empty(created))
     return run
@@ -295,7 +296,6 @@ def prepare_dirs(args, created):
     """Before any training: --save is a folder this run may write (checked, created, probed), and a new
     TensorBoard folder. Returns (the TensorBoard folder, where the model goes); (None, None) with --load.
     `created` lists the folders made, which main removes if the run ends before using them."""
-    SAVE_FAILED.clear()
     if args.load:
         return None, None
     if args.save:
