@@ -1,10 +1,13 @@
 """Helpers shared by the test files: running a script as a user would, reading its output, and
 generated bAbI data."""
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 
@@ -45,17 +48,41 @@ def start_script(script, args, ignore_sigint=False):
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
 
 
-def wait_for_line(p, pattern, count=1):
-    """Read p's stdout until `count` different values of `pattern`'s group 1 have been printed; fail if the
-    output ends first (pytest-timeout fails a test whose process prints nothing more)."""
-    seen = set()
-    for line in p.stdout:
-        m = re.match(pattern, line)
-        if m:
-            seen.add(m.group(1))
-            if len(seen) >= count:
-                return
-    raise AssertionError(f"the output ended before {count} lines matching {pattern!r}; exit status {p.wait()}")
+class Lines:
+    """A process's stdout and stderr, each read by a thread (a full pipe cannot block it): until()
+    waits for a line with a deadline, so a process that stops printing fails the test in a minute
+    or two, with what it printed, instead of at pytest-timeout."""
+
+    def __init__(self, p):
+        self.q, self.seen, self.err = queue.Queue(), [], []
+        threading.Thread(target=lambda: [self.q.put(ln) for ln in p.stdout] + [self.q.put(None)], daemon=True).start()
+        self.err_reader = threading.Thread(target=lambda: self.err.extend(p.stderr), daemon=True)
+        self.err_reader.start()
+
+    def until(self, pred, timeout=120):
+        deadline = time.time() + timeout
+        while True:
+            try:
+                line = self.q.get(timeout=max(0.01, deadline - time.time()))
+            except queue.Empty:
+                raise AssertionError("no such line within %.0f s:\n%s" % (timeout, self.text[-3000:])) from None
+            if line is None:
+                raise AssertionError("the process ended first:\n" + self.text[-3000:])
+            self.seen.append(line)
+            if pred(line):
+                return line
+
+    def rest(self, p, timeout=120):
+        """Wait for the process (at most `timeout` s); returns (all its stdout, all its stderr)."""
+        p.wait(timeout)
+        while (line := self.q.get(timeout=10)) is not None:
+            self.seen.append(line)
+        self.err_reader.join(10)
+        return self.text, "".join(self.err)
+
+    @property
+    def text(self):
+        return "".join(self.seen)
 
 
 def memn2n_main(capsys, *args):

@@ -1,7 +1,6 @@
 """a3c.py's machinery: training runs end to end, checkpoints, interrupts, bad input, cluster mode."""
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import a3c
 import a3c_cluster
 import atari_env
 import cli
-from helpers import HERE, a3c_main_ok, assert_one_line_error, result_of, run_script, start_script
+from helpers import HERE, Lines, a3c_main_ok, assert_one_line_error, result_of, run_script, start_script
 
 PAPER_ENV = "BreakoutNoFrameskip-v4"
 result = result_of
@@ -27,41 +26,6 @@ def start_a3c(*argv, ignore_sigint=False):
     return p, Lines(p)
 
 
-class Lines:
-    """A process's stdout and stderr, each read by a thread (a full pipe cannot block it): until()
-    waits for a line with a deadline, so a process that stops printing fails the test in a minute
-    or two, with what it printed, instead of at pytest-timeout; helpers.wait_for_line keeps neither."""
-
-    def __init__(self, p):
-        self.q, self.seen, self.err = queue.Queue(), [], []
-        threading.Thread(target=lambda: [self.q.put(ln) for ln in p.stdout] + [self.q.put(None)], daemon=True).start()
-        self.err_reader = threading.Thread(target=lambda: self.err.extend(p.stderr), daemon=True)
-        self.err_reader.start()
-
-    def until(self, pred, timeout=120):
-        deadline = time.time() + timeout
-        while True:
-            try:
-                line = self.q.get(timeout=max(0.01, deadline - time.time()))
-            except queue.Empty:
-                raise AssertionError("no such line within %.0f s:\n%s" % (timeout, self.text[-3000:])) from None
-            if line is None:
-                raise AssertionError("the process ended first:\n" + self.text[-3000:])
-            self.seen.append(line)
-            if pred(line):
-                return line
-
-    def rest(self, p, timeout=120):
-        """Wait for the process (at most `timeout` s); returns (all its stdout, all its stderr)."""
-        p.wait(timeout)
-        while (line := self.q.get(timeout=10)) is not None:
-            self.seen.append(line)
-        self.err_reader.join(10)
-        return self.text, "".join(self.err)
-
-    @property
-    def text(self):
-        return "".join(self.seen)
 
 
 # ---------------------------------------------------------------- training runs

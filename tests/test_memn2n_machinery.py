@@ -17,7 +17,7 @@ import memn2n
 import memn2n_log
 import memn2n_models
 import memn2n_checks
-from helpers import PLACES, start_script, wait_for_line, TINY, assert_one_line_error, memn2n_main, result_of, run_script, tree, write_task1_like
+from helpers import Lines, PLACES, start_script, TINY, assert_one_line_error, memn2n_main, result_of, run_script, tree, write_task1_like
 
 
 def _config(folder):
@@ -481,9 +481,10 @@ def test_signal_saves_model_and_exits(sig, ignored, status, gen_dir, tmp_path):
     save = tmp_path / "model"
     p = start_script("memn2n.py", ["--task", 1, "--data-dir", gen_dir, "--epochs", 1000, "--save", save, "--logdir", tmp_path,
                 "--no-xla"], ignore_sigint=ignored)
-    wait_for_line(p, r"epoch=(3) ")                                          # training is under way
+    lines = Lines(p)
+    lines.until(lambda line: line.startswith("epoch=3 "))               # training is under way
     p.send_signal(sig)
-    _, err = p.communicate(timeout=120)
+    _, err = lines.rest(p)
     assert_one_line_error(p.returncode, err, "interrupted: saved the model trained so far to", str(save),
                           status=status)
     memn2n_models.read_model(str(save))
@@ -494,10 +495,17 @@ def test_signal_stops_every_task_and_says_which_saved(sig, ignored, status, tiny
     save = tmp_path / "tasks"
     p = start_script("memn2n.py", ["--task", "all", "--jobs", 2, "--data-dir", tiny_dir, "--epochs", 10000, "--log-every", 1,
                 "--save", save, "--logdir", tmp_path, "--no-xla"], ignore_sigint=ignored)
-    wait_for_line(p, r"task=(\d+) epoch=", count=2)                          # two tasks training, 18 waiting
+    lines, training = Lines(p), set()
+
+    def two_tasks_training(line):                                        # two tasks training, 18 waiting
+        m = re.match(r"task=(\d+) epoch=", line)
+        if m:
+            training.add(m.group(1))
+        return len(training) == 2
+    lines.until(two_tasks_training)
     t0 = time.time()
     p.send_signal(sig)                                                   # to the main process only
-    _, err = p.communicate(timeout=120)
+    _, err = lines.rest(p)
     assert time.time() - t0 < 30, err[-3000:]                            # promptly, not after 10000 epochs
     assert_one_line_error(p.returncode, err, "interrupted: finished tasks: none", "stopped without a model: ",
                           status=status)
