@@ -10,7 +10,7 @@ gamma = 0.99, beta = 0.01, shared RMSProp, the LSTM agent).
     python a3c.py --env CartPole-v1 --lstm                   # A3C LSTM
     python a3c.py --env Acrobot-v1                           # the same MLP defaults learn it
     python a3c.py --play checkpoints/CartPole-v1__1 --episodes 10
-    python a3c.py --env PongNoFrameskip-v4 --workers 2 --threads 4   # parameter-server cluster on localhost
+    python a3c.py --env PongNoFrameskip-v4 --workers 2 --threads 4   # cluster mode: Ray, on this machine
 README.md has what to expect; docs/a3c.md the deviations from the paper, docs/cluster.md several machines.
 """
 import sys
@@ -23,7 +23,7 @@ import numpy as np
 import atari_env
 from a3c_checkpoints import Checkpoints  # machinery, these imports down to tf_session
 from a3c_cli import add_output_flags, check_ranges, entry_point, fill_defaults, fill_dirs, kind_help, load_tf, make_env
-from a3c_cluster import add_flags as add_cluster_flags, join_cluster, launch
+from a3c_cluster import Cluster, add_flags as add_cluster_flags
 from a3c_log import Log, Shared
 from a3c_play import play
 from a3c_threads import ctrl_c_skips, run_threads
@@ -74,7 +74,7 @@ def parse_args(argv=None):
                    "0 = never " + per_kind("eval_every"))
     p.add_argument("--eval-episodes", type=int, help="full games per evaluation " + per_kind("eval_episodes"))
     add_output_flags(p)                                    # machinery: --logdir ... --record
-    add_cluster_flags(p)                                   # machinery: --workers, --job-name, ...
+    add_cluster_flags(p)                                   # machinery: --workers, --ray-address
     args = p.parse_args(argv)
     check_ranges(args)                                     # machinery: a bad value is one line naming its flag
     return args
@@ -342,44 +342,40 @@ def main(argv, signals):
     args = parse_args(argv)
     if args.play:                                          # machinery: a checkpoint's theta plays full games
         return play(args, sys.modules[__name__])
-    if args.workers:                                       # machinery: a ps and N workers on this machine
-        return launch(args, argv, __file__)
-    cluster = join_cluster(args)                           # machinery: this process's part (a ps serves in there)
-    first = cluster.task_index * args.threads              # this process's first thread, in cluster mode
     fill_dirs(args)                                        # machinery: --env, folders, --vector-env by default
-    # envs: thread i plays its own, seeded seed + i
+    # envs: thread i plays its own, seeded seed + i (in cluster mode: in the worker processes); the evaluator's
     env_kw = dict(vector=args.vector_env, fire_reset=args.fire_reset)
-    envs = [make_env(args.env, args.seed + first + i, **env_kw) for i in range(args.threads)]
-    obs_shape = envs[0].observation_space.shape
-    n_actions = int(envs[0].action_space.n)
+    threads = 0 if args.workers else args.threads
+    envs = [make_env(args.env, args.seed + i, **env_kw) for i in range(threads)]
+    eval_env = make_env(args.env, args.seed + 10_000, training=False, **env_kw)
+    obs_shape, n_actions = eval_env.observation_space.shape, int(eval_env.action_space.n)
     kind = fill_defaults(args, obs_shape, DEFAULTS, MLP_LSTM)  # the network's own defaults, unless given
-    checkpoint = Checkpoints(args, obs_shape, n_actions, kind, cluster.chief)  # machinery: --resume, or refused
+    checkpoint = Checkpoints(args, obs_shape, n_actions, kind)  # machinery: --resume, or refused
     print(atari_env.describe(args.env, args.vector_env, args.fire_reset), flush=True)
-    # graph: theta and T on the ps in cluster mode, each thread's theta' here
+    # graph: theta, theta_v, T; each thread's theta'; the evaluator's copy
     tf.set_random_seed(args.seed)
-    with tf.device(cluster.ps_device):
-        g = build_global(obs_shape, n_actions, args)
-    with tf.device(cluster.worker_device):
-        nets = [build_local(f"thread_{i}", g, obs_shape, n_actions, args) for i in range(args.threads)]
-        evaluator_net = build_local("eval", g, obs_shape, n_actions, args, learner=False) if cluster.chief else None
-    sess = session(args.threads, cluster.target, cluster.config)
-    checkpoint.start(sess, g.T, cluster.worker_device)     # machinery: theta, T initialised or restored
+    g = build_global(obs_shape, n_actions, args)
+    nets = [build_local(f"thread_{i}", g, obs_shape, n_actions, args) for i in range(threads)]
+    evaluator_net = build_local("eval", g, obs_shape, n_actions, args, learner=False)
+    cluster = Cluster(args, g, obs_shape, n_actions, tf) if args.workers else None  # machinery: Ray, the ps
+    sess = session(args.threads)
+    checkpoint.start(sess, g.T)                            # machinery: theta, T initialised or restored
     # train: Algorithm 3 in args.threads threads, the evaluator beside them
-    shared = Shared(int(sess.run(g.T)), args.threads, first)
+    shared = Shared(int(sess.run(g.T)), args.threads)
     stop = threading.Event()
-    log = Log(tf.summary.FileWriter(args.logdir) if cluster.chief else None, args, shared, learning_rate)
-    learners = [threading.Thread(target=cluster.retry(actor_learner),  # machinery: gRPC's passing aborts
-                                 args=(i, sess, nets[i], g, envs[i], args, shared, stop),
-                                 name=f"actor-learner {first + i}", daemon=True) for i in range(args.threads)]
-    others = [threading.Thread(target=evaluator, name="evaluator", daemon=True, args=(
-        sess, evaluator_net, make_env(args.env, args.seed + 10_000, training=False, **env_kw), args, shared, stop))
-              ] if evaluator_net and args.eval_every else []
+    log = Log(tf.summary.FileWriter(args.logdir), args, shared, learning_rate)
+    learners = [threading.Thread(target=actor_learner, args=(i, sess, nets[i], g, envs[i], args, shared, stop),
+                                 name=f"actor-learner {i}", daemon=True) for i in range(threads)]
+    if cluster:                                            # machinery: the threads run in the workers; one here
+        sess, learners = cluster.start(sess, [evaluator_net], shared, stop, checkpoint)  # follows them
+    others = [threading.Thread(target=evaluator, name="evaluator", daemon=True,
+                               args=(sess, evaluator_net, eval_env, args, shared, stop))] if args.eval_every else []
     interrupted = run_threads(learners, others, stop, args.log_interval, [log, checkpoint.when_due], signals,
-                              checkpoint, cluster.status, cluster.watchdog(shared, learners))  # machinery
+                              checkpoint)                  # machinery
     shared.T = int(sess.run(g.T))
     wall = time.time() - log.t0
     # test: the final theta, scored the way papers score, on the games --play with this seed replays
-    if evaluator_net and args.eval_every and not interrupted:
+    if args.eval_every and not interrupted:
         with ctrl_c_skips():                               # machinery: Ctrl-C skips it, not the save
             sess.run(evaluator_net.copy_from_global)
             env = make_env(args.env, args.seed + PLAY_SEED, training=False, **env_kw)
@@ -387,9 +383,9 @@ def main(argv, signals):
             scores = play_games(sess, evaluator_net, env, args.eval_episodes, rng, args)
             shared.evals.append((shared.T, float(np.mean(scores)), float(np.std(scores))))
     signals.ignore()                                       # nothing may break the final save
-    saved_ok = checkpoint()                                # theta, theta_v, T, RMSProp's slots; a worker saves nothing
+    saved_ok = checkpoint()                                # theta, theta_v, T, RMSProp's slots
     mean = log(final=True)
-    print(f"RESULT {cluster.role}env={args.env} global_step={shared.T} episodes={log.games} mean_return={mean:.2f} "
+    print(f"RESULT env={args.env} global_step={shared.T} episodes={log.games} mean_return={mean:.2f} "
           f"eval_return={log.last_eval:.2f} fps={sum(shared.frames) / wall:.0f} wall_s={wall:.1f}", flush=True)
     if not saved_ok:
         raise UserError("the final checkpoint could not be written (see the warning above)", 1)

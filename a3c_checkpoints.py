@@ -91,15 +91,13 @@ def restore(sess, saver, meta):
 class Checkpoints:
     """A training run's checkpoints. Before any training: the folders are writable, and a folder
     that holds a run is continued (--resume), replaced only on request (--overwrite), or refused.
-    Only the chief saves; a worker's Checkpoints does nothing."""
+    In cluster mode `sync` first pulls the parameter server's state into this graph."""
 
-    def __init__(self, args, obs_shape, n_actions, network, chief):
+    def __init__(self, args, obs_shape, n_actions, network):
         meta = dict(env=args.env, obs_shape=list(obs_shape), n_actions=n_actions, network=network, lstm=args.lstm,
                     fire_reset=args.fire_reset, value_torso=args.value_torso)
-        self.dir, self.meta, self.chief, self.saved, self.mine = args.checkpoint_dir, meta, chief, None, []
-        self.interval = args.save_interval
-        if not chief:
-            return
+        self.dir, self.meta, self.saved, self.mine = args.checkpoint_dir, meta, None, []
+        self.interval, self.sync = args.save_interval, None
         writable_dir(args.checkpoint_dir, "--checkpoint-dir")
         writable_dir(args.logdir, "--logdir")
         if args.resume:                                    # continuing that run: its checkpoint is ours to replace
@@ -112,37 +110,29 @@ class Checkpoints:
                             f"choose another --checkpoint-dir, or start afresh there with --overwrite")
         # --overwrite: the old step dir stays, latest.json moves on
 
-    def start(self, sess, T, device=None):
-        """theta, T and RMSProp's slots (all of global/): the chief initialises or restores them, a
-        worker waits until it has; then the thread-local copies. Finalises the graph."""
+    def start(self, sess, T):
+        """theta, T and RMSProp's slots (all of global/) initialised or restored, then the thread-local
+        copies. Finalises the graph."""
         import tensorflow.compat.v1 as tf
-        with tf.device(device):
-            self.saver = tf.train.Saver(tf.global_variables("global/"), max_to_keep=1, sharded=False)
-            init_global = tf.variables_initializer(tf.global_variables("global/"))
-            init_local = tf.variables_initializer([v for v in tf.global_variables()
-                                                   if not v.name.startswith("global/")])
-            uninitialized = tf.report_uninitialized_variables(tf.global_variables("global/"))
+        self.saver = tf.train.Saver(tf.global_variables("global/"), max_to_keep=1, sharded=False)
         self.sess, self.T, self.last = sess, T, time.time()
-        if self.chief:
-            sess.run(init_global)
-            if self.saved:
-                restore(sess, self.saver, self.saved)
-                print(f"resumed {self.dir} at global_step={sess.run(T)}", flush=True)
-        while sess.run(uninitialized).size:                # a non-chief worker waits for the chief
-            time.sleep(0.5)
-        sess.run(init_local)
+        sess.run(tf.global_variables_initializer())
+        if self.saved:
+            restore(sess, self.saver, self.saved)
+            print(f"resumed {self.dir} at global_step={sess.run(T)}", flush=True)
         sess.graph.finalize()                              # no op may be added from the threads by mistake
 
     def when_due(self):
         """Save if the last save (or the start) is more than --save-interval s ago."""
-        if self.chief and time.time() - self.last > self.interval:
+        if time.time() - self.last > self.interval:
             self.last = time.time()
             self()
 
     def __call__(self):
-        """Save now (the chief only). A failure warns and returns False: training goes on."""
-        if not self.chief:
-            return True
+        """Save now. A failure warns and returns False: training goes on. False without a word when
+        `sync` cannot have the state (the parameter server is gone: the run's error line says so)."""
+        if self.sync and not self.sync():
+            return False
         import tensorflow.compat.v1 as tf
         try:
             save(lambda path: self.saver.save(self.sess, path, write_meta_graph=False, write_state=False),

@@ -33,13 +33,16 @@ def check_ranges(args):
                  max_grad_norm=positive, save_interval=positive, gamma=(lambda x: 0 <= x <= 1, "in [0, 1]"),
                  rms_decay=(lambda x: 0 <= x < 1, "in [0, 1)"), beta=at_least_0, value_coef=at_least_0,
                  eval_every=(lambda x: x >= 0, ">= 0 (0 = off)"),
-                 log_interval=(lambda x: x >= 0.1, ">= 0.1 (seconds)"),
-                 stall_timeout=(lambda x: x >= 0, ">= 0 (0 = never)"))
+                 log_interval=(lambda x: x >= 0.1, ">= 0.1 (seconds)"))
     for name, (ok, valid) in rules.items():
         if getattr(args, name) is not None and not ok(getattr(args, name)):
             raise UserError(f"--{name.replace('_', '-')} must be {valid} (got {getattr(args, name)})")
     if args.partial_run and args.lstm:
         raise UserError("--partial-run is for the feed-forward network; drop it or --lstm")
+    if args.ray_address and not args.workers:
+        raise UserError("--ray-address needs --workers N (the worker processes to run on that cluster)")
+    if args.workers and args.partial_run:
+        raise UserError("--partial-run runs in one process; drop it or --workers")
 
 
 def kind_help(defaults, mlp_lstm):
@@ -101,6 +104,11 @@ def make_env(env_id, seed, **kw):
         raise UserError(f"cannot make {env_id}: {first_line(e)}") from None
 
 
+def cluster_shutdown():
+    import a3c_cluster                                     # loaded already by a3c.py
+    a3c_cluster.shutdown()                                 # cluster mode: no process of this run outlives it
+
+
 def entry_point(body):
     """main(argv=None) from body(argv, signals). Ctrl-C and SIGTERM raise KeyboardInterrupt in the
     main thread (interrupts.Signals; explicit, because a background job of a non-interactive shell
@@ -119,5 +127,5 @@ def entry_point(body):
         def in_a_fresh_graph():
             with tf.Graph().as_default():
                 return body(argv, signals)
-        return run_main(PROG, signals, in_a_fresh_graph, before_training)
+        return run_main(PROG, signals, in_a_fresh_graph, before_training, cluster_shutdown)
     return main

@@ -18,7 +18,9 @@ def run_threads(learners, others, stop, interval, every, signals, save, status=N
     errors = []
 
     def on_error(e):
-        errors.append((f"{e.thread.name} failed: {first_line(e.exc_value)}", status(e.exc_value) if status else 1))
+        what = str(e.exc_value) if isinstance(e.exc_value, UserError) else \
+            f"{e.thread.name} failed: {first_line(e.exc_value)}"  # a UserError names its own cause
+        errors.append((what, status(e.exc_value) if status else 1))
         stop.set()
 
     threading.excepthook, excepthook = on_error, threading.excepthook
