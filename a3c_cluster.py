@@ -15,6 +15,7 @@ import importlib
 import logging
 import os
 import secrets
+import signal
 import socket
 import threading
 import time
@@ -109,8 +110,8 @@ class RemoteSession:
     as usual) and a learner's train (compute_gradients -> clip here, push d_theta, get T back);
     everything else runs in this process's graph."""
 
-    def __init__(self, sess, ps, g, nets):
-        self.sess, self.ps, self.g = sess, ps, g
+    def __init__(self, sess, ps, g, nets, check_ps=None):
+        self.sess, self.ps, self.g, self.check_ps = sess, ps, g, check_ps
         self.copies = {net.copy_from_global for net in nets}
         self.learners = {id(net.train): net for net in nets if hasattr(net, "train")}
         self.theta = VariableLoader(g.theta)
@@ -118,7 +119,13 @@ class RemoteSession:
 
     def pull_theta(self):
         import ray
-        self.theta.set(self.sess, dict(zip(self.theta.names, ray.get(self.ps.pull.remote()))))
+        try:
+            theta = ray.get(self.ps.pull.remote())
+        except ray.exceptions.RayActorError:
+            if self.check_ps:                              # the chief's: one line naming the parameter server
+                self.check_ps()
+            raise
+        self.theta.set(self.sess, dict(zip(self.theta.names, theta)))
 
     def run(self, fetches, feed_dict=None, **kw):
         import ray
@@ -215,11 +222,13 @@ def start_ray(args):
     if args.ray_address and args.ray_address != "auto":
         check_reachable(args.ray_address)
     code = dict(working_dir=HERE, excludes=[".git", ".venv", "venv", "checkpoints", "runs", "videos", "*.mp4"])
+    ours = signal.getsignal(signal.SIGTERM)
     try:
         if not args.ray_address:
             ray.init(num_cpus=args.workers, **quiet)       # one logical CPU per worker; the ps takes none
         else:
             ray.init(address=args.ray_address, runtime_env=code, **quiet)
+        signal.signal(signal.SIGTERM, ours)                # ray.init's own exits without a save
     except Exception as e:  # noqa: BLE001 -- Ray raises ConnectionError, RuntimeError, its own errors
         where = f"join the Ray cluster at {args.ray_address}" if args.ray_address else "start a local Ray instance"
         token = " (a cluster with token authentication: export RAY_AUTH_MODE=token, its token in ~/.ray/auth_token " \
@@ -278,7 +287,7 @@ class Cluster:
         self.last = [dict(frames=0, steps=0) for _ in self.workers]
         self.deaths = [0] * len(self.workers)
         follower = threading.Thread(target=self.follow, args=(shared, stop), name="cluster", daemon=True)
-        return RemoteSession(sess, self.ps, self.g, nets), [follower]
+        return RemoteSession(sess, self.ps, self.g, nets, self.check_ps), [follower]
 
     def pull_state(self):
         """theta, theta_v, T, RMSProp's slots from the parameter server into the chief's graph (before a
@@ -299,7 +308,17 @@ class Cluster:
         shared.games.extend(d["games"])
         shared.stats.extend(d["stats"])
         if d["errors"]:
+            self.check_ps()                                # a dead parameter server fails every worker: name it
             raise UserError(f"worker {k}: {d['errors'][0]}", 1)
+
+    def check_ps(self):
+        """T from the parameter server; a UserError naming it if it is gone."""
+        import ray
+        try:
+            return ray.get(self.ps.get_T.remote(), timeout=60)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
+            self.alive = False
+            raise ps_died(e, self.checkpoint) from None
 
     def died(self, k, e):
         """Worker k died: Ray restarts it (a fresh process, its threads start new games from the current
@@ -323,11 +342,7 @@ class Cluster:
             pending = {w.drain.remote(): k for k, w in enumerate(self.workers)}
             running = [True] * len(self.workers)
             while any(running) and not stop.is_set():
-                try:
-                    shared.T = max(shared.T, ray.get(self.ps.get_T.remote(), timeout=60))
-                except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError) as e:
-                    self.alive = False
-                    raise ps_died(e, self.checkpoint) from None
+                shared.T = max(shared.T, self.check_ps())
                 done, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0.5)
                 for ref in done:
                     k = pending.pop(ref)

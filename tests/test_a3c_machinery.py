@@ -1,20 +1,18 @@
-"""a3c.py's machinery: training runs end to end, checkpoints, interrupts, bad input, cluster mode."""
+"""a3c.py's machinery: training runs end to end, checkpoints, interrupts, bad input, cluster mode on Ray."""
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 import a3c
-import a3c_cluster
 import atari_env
 import cli
-from helpers import HERE, Lines, a3c_main_ok, assert_one_line_error, result_of, run_script, start_script
+from helpers import Lines, a3c_main_ok, assert_one_line_error, result_of, run_script, start_script
 
 PAPER_ENV = "BreakoutNoFrameskip-v4"
 result = result_of
@@ -134,14 +132,12 @@ def _main_error(capsys, *argv):
     (["--log-interval", "0"], "--log-interval must be >= 0.1"),
     (["--episodes", "0"], "--episodes must be >= 1"),
     (["--eval-every", "-5"], "--eval-every must be >= 0"),
-    (["--stall-timeout", "-1"], "--stall-timeout must be >= 0"),
     (["--threads", "two"], "invalid int value"),
     (["--lstm", "--partial-run"], "--partial-run is for the feed-forward network"),
-    (["--job-name", "worker", "--ps-hosts", "localhost:2222", "--worker-hosts", "localhost:2223"], "--task-index must be 0..0"),
-    (["--job-name", "worker", "--task-index", "3", "--ps-hosts", "a:1", "--worker-hosts", "a:2,a:3"], "--task-index must be 0..1"),
-    (["--job-name", "ps", "--task-index", "0", "--ps-hosts", "nohost", "--worker-hosts", "a:2"], "'nohost' is not host:port"),
-    (["--job-name", "worker", "--task-index", "0", "--ps-hosts", "a:1"], "--worker-hosts is required"),
-    (["--workers", "2", "--job-name", "ps"], "--workers launches its own cluster"),
+    (["--ray-address", "auto"], "--ray-address needs --workers N"),
+    (["--workers", "2", "--partial-run"], "--partial-run runs in one process"),
+    (["--env", "CartPole-v1", "--workers", "2", "--ray-address", "nohost"], "is not HOST:PORT or auto"),
+    (["--env", "CartPole-v1", "--workers", "2", "--ray-address", "127.0.0.1:1"], "cannot reach a Ray cluster at 127.0.0.1:1"),
 ])
 def test_bad_flags_one_line(capsys, tmp_path, argv, needle):
     msg = _main_error(capsys, *argv, "--checkpoint-dir", str(tmp_path / "ck"), "--logdir", str(tmp_path / "tb"))
@@ -269,74 +265,81 @@ def test_failed_saves_warn_and_never_kill_the_run(tmp_path):
     assert int(result(out)["global_step"]) >= 6000          # training finished regardless
 
 
-# ---------------------------------------------------------------- cluster mode on localhost
-def _alive(marker):
-    return subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0
+# ---------------------------------------------------------------- cluster mode: a local Ray instance
+RAY_PROCESSES = "ray::|/raylet|/gcs_server"
 
 
-def test_cluster_localhost_trains_checkpoints_and_leaves_nothing(tmp_path):
+def _ray_left():
+    """Ray's processes still running, after a grace period for them to exit."""
+    for _ in range(20):
+        found = subprocess.run(["pgrep", "-af", RAY_PROCESSES], capture_output=True, text=True).stdout.strip()
+        if not found:
+            return ""
+        time.sleep(0.5)
+    return found
+
+
+def _cluster(tmp_path, *flags):
     ck = tmp_path / "ck"
-    rc, out, err = run_script("a3c.py", "--env", "CartPole-v1", "--workers", "2", "--threads", "1", "--max-steps",
-                              "3000", "--seed", "1", "--eval-every", "0", "--checkpoint-dir", str(ck), "--logdir",
-                              str(tmp_path / "tb"), timeout=280)
-    assert rc == 0, out[-2000:] + err[-2000:]
-    last = out.strip().splitlines()[-1]
-    assert last.startswith("RESULT env=CartPole-v1 global_step="), last
-    assert int(result(out)["global_step"]) >= 3000
-    w1 = [ln for ln in out.splitlines() if ln.startswith("[worker 1] RESULT worker=1 ")]
-    assert w1 and int(w1[0].split("fps=")[1].split()[0]) > 0   # worker 1 stepped too: T grew from both
-    assert json.loads((ck / "latest.json").read_text())["T"] >= 3000
-    assert not _alive(str(ck))                              # no ps or worker left running
+    p, lines = start_a3c("--env", "CartPole-v1", "--workers", "2", "--threads", "1", "--seed", "1", "--eval-every", "0",
+                         "--log-interval", "0.5", "--checkpoint-dir", ck, "--logdir", tmp_path / "tb", *flags)
+    return ck, p, lines
 
 
-FAKE_JOB = """import os, signal, sys, time
-def save(*_):                                              # a chief whose final save takes a while
-    print("saving", flush=True)
-    time.sleep(1.5)
-    open(os.environ["FAKE_OUT"], "w").write("saved")
-    print("RESULT env=fake", flush=True)
-    sys.exit(0)
-if sys.argv[sys.argv.index("--job-name") + 1] == "worker":
-    signal.signal(signal.SIGTERM, save)
-print("started", flush=True)
-while True:
-    time.sleep(0.1)
-"""
+def _pid(name):
+    pids = subprocess.run(["pgrep", "-f", f"^ray::{name}"], capture_output=True, text=True).stdout.split()
+    assert pids, f"no ray::{name} process"
+    return int(pids[0])
 
 
-def test_launcher_second_ctrl_c_waits_for_the_chiefs_save(tmp_path):
-    """--workers: Ctrl-C makes the launcher SIGTERM the workers and wait; a second Ctrl-C must not
-    kill it (its workers die with it) while the chief is still saving."""
-    (tmp_path / "job.py").write_text(FAKE_JOB)
-    code = f"import sys; sys.path.insert(0, {HERE!r}); import a3c_cluster; " \
-           f"sys.exit(a3c_cluster.launch_local({str(tmp_path / 'job.py')!r}, [], 1))"
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=dict(os.environ, FAKE_OUT=str(tmp_path / "saved")))
-    lines = Lines(p)
-    lines.until(lambda ln: ln.startswith("[worker 0] started"))
+def _steps(out):
+    """The chief's `cluster ...` line: each worker's agent steps, and Ray's restarts."""
+    line = [ln for ln in out.splitlines() if ln.startswith("cluster workers=")][-1]
+    kv = dict(x.split("=") for x in line.split()[1:])
+    return [int(n) for n in kv["worker_steps"].split(",")], int(kv["restarts"])
+
+
+def test_cluster_worker_killed_is_restarted_and_the_run_finishes(tmp_path):
+    """1 parameter server + 2 workers: T grows from both, a worker killed with SIGKILL is restarted
+    by Ray and the run goes on to its end: exit 0, RESULT, a checkpoint, no process left."""
+    ck, p, lines = _cluster(tmp_path, "--max-steps", "25000")
+    lines.until(lambda ln: ln.startswith("global_step="), timeout=180)
+    os.kill(_pid("Worker"), signal.SIGKILL)
+    out, err = lines.rest(p, timeout=240)
+    assert p.returncode == 0, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err and "a3c.py: warning: worker " in err and "died; Ray restarts it (1 of 3)" in err, err
+    assert out.strip().splitlines()[-1].startswith("RESULT env=CartPole-v1 global_step="), out[-500:]
+    steps, restarts = _steps(out)
+    T = int(result(out)["global_step"])
+    assert json.loads((ck / "latest.json").read_text())["T"] == T >= 25000
+    # both pushed updates; the killed process's steps since its last report to the chief are not counted
+    assert restarts == 1 and min(steps) > 0 and 0.9 * T <= sum(steps) <= T, (steps, restarts, T)
+    assert not _ray_left()
+
+
+def test_cluster_parameter_server_killed_ends_the_run_in_one_line(tmp_path):
+    ck, p, lines = _cluster(tmp_path, "--max-steps", "500000", "--save-interval", "1")
+    lines.until(lambda ln: ln.startswith("global_step=") and (ck / "latest.json").exists(), timeout=180)
+    saved = json.loads((ck / "latest.json").read_text())
+    os.kill(_pid("ParameterServer"), signal.SIGKILL)
+    out, err = lines.rest(p, timeout=120)
+    last = json.loads((ck / "latest.json").read_text())
+    assert_one_line_error(p.returncode, err, "a3c.py: error: the parameter server died (", "the last checkpoint is "
+                          f"{ck / last['dir']}; continue with --resume", status=1)
+    assert last["T"] >= saved["T"] and (ck / last["dir"] / "model.index").exists()
+    assert not _ray_left()
+
+
+def test_cluster_ctrl_c_stops_everything_and_saves(tmp_path):
+    ck, p, lines = _cluster(tmp_path, "--max-steps", "500000")
+    lines.until(lambda ln: ln.startswith("global_step="), timeout=180)
     p.send_signal(signal.SIGINT)
-    lines.until(lambda ln: ln.startswith("[worker 0] saving"))   # the chief got SIGTERM and is saving now
-    assert not (tmp_path / "saved").exists()
-    p.send_signal(signal.SIGINT)                           # the second Ctrl-C, during the save
-    out, err = lines.rest(p, timeout=60)
-    assert p.returncode == 0 and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1] == "interrupted: the chief saved a checkpoint", err
-    assert (tmp_path / "saved").read_text() == "saved"
-
-
-def test_cluster_bench_counts_each_workers_frames_once():
-    """bench/a3c_cluster.py reads the launcher's output, where the chief's RESULT line comes twice."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("bench_a3c_cluster", os.path.join(HERE, "bench", "a3c_cluster.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    tail = "episodes=1 mean_return=1.00 eval_return=nan"
-    launcher = (f"[worker 0] RESULT env=E global_step=9 {tail} fps=100 wall_s=10.0\n"
-                f"[worker 1] RESULT worker=1 env=E global_step=9 {tail} fps=50 wall_s=8.0\n"
-                f"RESULT env=E global_step=9 {tail} fps=100 wall_s=10.0\n")
-    assert bench.frames_per_s(launcher) == pytest.approx((100 * 10.0 + 50 * 8.0) / 10.0)
-    assert bench.frames_per_s(f"RESULT env=E global_step=9 {tail} fps=300 wall_s=2.0\n") == 300
-    assert bench.frames_per_s("a3c.py: error: boom\n") is None
+    out, err = lines.rest(p, timeout=120)
+    assert p.returncode == 0 and "Traceback" not in err and "interrupted: saving checkpoint" in err, err
+    T = int(result(out)["global_step"])
+    assert 0 < T < 500000 and json.loads((ck / "latest.json").read_text())["T"] == T
+    assert min(_steps(out)[0]) > 0
+    assert not _ray_left()
 
 
 def test_thread_error_line_names_tensorflows_cause():
@@ -354,78 +357,6 @@ def test_thread_error_line_names_tensorflows_cause():
     assert cli.first_line(ValueError("bad\nmore")) == "ValueError: bad"
     # a cluster worker once stopped with only 'CancelledError: ====================='
     assert cli.first_line(RuntimeError("=====================\nthe cause")) == "RuntimeError: the cause"
-
-
-def test_cluster_thread_retries_one_aborted_step_but_not_a_second_soon_after(capsys):
-    """The retry runs actor_learner again from its start; the warning says what that drops."""
-    class Aborted(Exception):
-        pass
-
-    calls = []
-
-    def learner(*args):                                    # aborts on its first call, returns on its second
-        calls.append(args)
-        if len(calls) == 1:
-            raise Aborted("Graph execution error:\nFrom /job:worker/replica:0/task:1:\nthe cause")
-        return "done"
-    assert a3c_cluster.retry_aborted(learner, Aborted)(1, 2) == "done" and calls == [(1, 2), (1, 2)]
-    assert capsys.readouterr().err == "a3c.py: warning: MainThread: Aborted: the cause; its actor-learner starts " \
-        "over: a new game, its random generator from its seed\n"
-
-    def always(*args):
-        raise Aborted("again")
-    with pytest.raises(Aborted):                           # a second abort within 5 minutes stops the thread
-        a3c_cluster.retry_aborted(always, Aborted)()
-
-
-def test_cluster_worker_death_stops_the_run(tmp_path):
-    ck = tmp_path / "ck"
-    p, lines = start_a3c("--env", "CartPole-v1", "--workers", "2", "--threads", "1", "--log-interval", "0.5",
-                         "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb"))
-    lines.until(lambda ln: ln.startswith("[worker 1] global_step="))
-    pid = subprocess.run(["pgrep", "-f", f"{ck} .*--task-index 1"], capture_output=True, text=True).stdout.split()
-    os.kill(int(pid[0]), signal.SIGKILL)
-    t0 = time.time()
-    out, err = lines.rest(p)
-    assert time.time() - t0 < 60
-    assert_one_line_error(p.returncode, err, "a3c.py: error: ", "worker 1 exited with status -9", status=1)
-    assert not _alive(str(ck))
-
-
-def test_cluster_stalled_ps_makes_the_launcher_restart_from_the_checkpoint(tmp_path):
-    """A ps that stops answering (SIGSTOP here; TF's gRPC runtime has left long runs blocked the same
-    way, README): each worker's watchdog exits with status 3 after --stall-timeout, and the launcher
-    restarts the cluster with --resume, so T goes on from the chief's last checkpoint."""
-    ck = tmp_path / "ck"
-    p, lines = start_a3c("--env", "CartPole-v1", "--workers", "2", "--threads", "1", "--eval-every", "0",
-                         "--log-interval", "0.5", "--save-interval", "1", "--stall-timeout", "3",
-                         "--checkpoint-dir", str(ck), "--logdir", str(tmp_path / "tb"))
-    lines.until(lambda ln: ln.startswith("[worker 0] global_step=") and (ck / "latest.json").exists())  # saved once
-    ps = subprocess.run(["pgrep", "-f", f"{ck} .*--job-name ps"], capture_output=True, text=True).stdout.split()
-    os.kill(int(ps[0]), signal.SIGSTOP)
-    start = len(lines.seen)
-    T_saved = int(lines.until(lambda ln: ln.startswith("[worker 0] resumed ")).split("global_step=")[1])
-    lines.until(lambda ln: ln.startswith("[worker 0] global_step=") and  # the restarted cluster trains on from it
-                int(ln.split("global_step=")[1].split()[0]) > T_saved)
-    seen = lines.seen[start:]
-    p.send_signal(signal.SIGTERM)
-    out, err = lines.rest(p, timeout=180)
-    stalled = [ln for ln in seen if "a3c.py: error: worker" in ln]
-    assert stalled and "no update for 3 s: stalled in TensorFlow's gRPC runtime" in stalled[0], "".join(seen)[-3000:]
-    assert "restarting the cluster from the last checkpoint (1 of 5)" in err, err
-    assert p.returncode == 0 and "Traceback" not in err, err
-    assert not _alive(str(ck))
-
-
-def test_cluster_port_in_use_one_line(capsys):
-    import socket
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        s.listen()
-        port = s.getsockname()[1]
-        msg = _main_error(capsys, "--env", "CartPole-v1", "--job-name", "ps", "--task-index", "0",
-                          "--ps-hosts", f"localhost:{port}", "--worker-hosts", "localhost:1")
-    assert f"cannot start this ps's server at localhost:{port}" in msg, msg
 
 
 def test_value_torso_own_trains_plays_and_resumes_only_as_own(tmp_path, capsys):
