@@ -359,7 +359,7 @@ def main(argv, signals):
     evaluator_net = build_local("eval", g, obs_shape, n_actions, args, learner=False)
     cluster = Cluster(args, g, obs_shape, n_actions, tf) if args.workers else None  # machinery: Ray, the ps
     sess = session(args.threads)
-    checkpoint.start(sess, g.T)                            # machinery: theta, T initialised or restored
+    checkpoint.start(sess, g)                              # machinery: theta, T initialised or restored
     # train: Algorithm 3 in args.threads threads, the evaluator beside them
     shared = Shared(int(sess.run(g.T)), args.threads)
     stop = threading.Event()

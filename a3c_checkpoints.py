@@ -1,6 +1,6 @@
 """a3c.py's checkpoints, and how a run starts from one.
 
-    <dir>/step-<T>/model.*   TF's Saver: theta, theta_v, T, RMSProp's slots (all of global/)
+    <dir>/step-<T>/model.*   TF's Saver: theta, theta_v, T (global/...), RMSProp's slots (global/<w>/RMSProp, _1)
     <dir>/latest.json        env, obs_shape, n_actions, network, lstm, fire_reset, value_torso, T, dir
 
 Saved atomically (safe_files): a crash at any moment leaves the old checkpoint or the new one.
@@ -79,6 +79,17 @@ def for_play(args):
     return meta
 
 
+def saved_variables(g):
+    """What a checkpoint holds, by name: theta, theta_v, T under their names (global/...), and RMSProp's
+    two slots of each w in theta as global/<w>/RMSProp and _1, wherever its apply_gradients made them
+    (inside an actor-learner's scope in one process, at the top in cluster mode)."""
+    import tensorflow.compat.v1 as tf
+    slots = {f"{w.op.name}/{g.opt.get_name()}{suffix}": g.opt.get_slot(w, slot)
+             for w in g.theta for slot, suffix in (("rms", ""), ("momentum", "_1")) if g.opt.get_slot(w, slot)}
+    ids = {id(v) for v in slots.values()}
+    return {**{v.op.name: v for v in tf.global_variables("global/") if id(v) not in ids}, **slots}
+
+
 def restore(sess, saver, meta):
     import tensorflow.compat.v1 as tf
     try:
@@ -110,16 +121,25 @@ class Checkpoints:
                             f"choose another --checkpoint-dir, or start afresh there with --overwrite")
         # --overwrite: the old step dir stays, latest.json moves on
 
-    def start(self, sess, T):
-        """theta, T and RMSProp's slots (all of global/) initialised or restored, then the thread-local
-        copies. Finalises the graph."""
+    def start(self, sess, g):
+        """theta, T and RMSProp's slots initialised or restored, then the thread-local copies.
+        Finalises the graph."""
         import tensorflow.compat.v1 as tf
-        self.saver = tf.train.Saver(tf.global_variables("global/"), max_to_keep=1, sharded=False)
-        self.sess, self.T, self.last = sess, T, time.time()
+        held = saved_variables(g)
+        self.saver = tf.train.Saver(held, max_to_keep=1, sharded=False)
+        self.sess, self.T, self.last = sess, g.T, time.time()
         sess.run(tf.global_variables_initializer())
         if self.saved:
-            restore(sess, self.saver, self.saved)
-            print(f"resumed {self.dir} at global_step={sess.run(T)}", flush=True)
+            try:
+                in_file = {name for name, _ in tf.train.list_variables(self.saved["model"])}
+            except (tf.errors.OpError, ValueError):
+                in_file = set(held)                        # damaged: restore() says so in one line
+            old = [n for n in held if n not in in_file and "/RMSProp" in n]  # saved before the slots were
+            restore(sess, tf.train.Saver({n: v for n, v in held.items() if n not in old}) if old else self.saver,
+                    self.saved)
+            if old:
+                warn(PROG, f"{self.dir} holds no RMSProp statistics (saved by an older a3c.py): they start afresh")
+            print(f"resumed {self.dir} at global_step={sess.run(g.T)}", flush=True)
         sess.graph.finalize()                              # no op may be added from the threads by mistake
 
     def when_due(self):

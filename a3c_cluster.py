@@ -32,7 +32,7 @@ START_TIMEOUT = 180     # s for an actor to start (Ray places it, it imports Ten
 
 def add_flags(p):
     cl = p.add_argument_group("cluster mode on Ray (docs/cluster.md)")
-    cl.add_argument("--workers", type=int, help="run Algorithm 3's threads in N worker processes (--threads "
+    cl.add_argument("--workers", type=int, metavar="N", help="run Algorithm 3's threads in N worker processes (--threads "
                     "each) beside a parameter server; a local Ray instance unless --ray-address")
     cl.add_argument("--ray-address", metavar="HOST:PORT", help="join the Ray cluster whose head is there "
                     "(`ray start --head` prints it; `auto`: the one this machine has joined)")

@@ -6,10 +6,14 @@ import signal
 import subprocess
 import threading
 import time
+import types
 
+import numpy as np
 import pytest
 
 import a3c
+import a3c_checkpoints
+import a3c_cluster
 import atari_env
 import cli
 from helpers import Lines, a3c_main_ok, assert_one_line_error, result_of, run_script, start_script
@@ -299,6 +303,51 @@ def _steps(out):
     return [int(n) for n in kv["worker_steps"].split(",")], int(kv["restarts"])
 
 
+class _Here:
+    """A Ray actor handle's stand-in: handle.method.remote(*a) calls obj.method(*a) in this process."""
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __getattr__(self, name):
+        return types.SimpleNamespace(remote=getattr(self.obj, name))
+
+
+def test_cluster_update_through_the_parameter_server_is_the_one_process_update(monkeypatch):
+    """A worker's update (compute_gradients -> clip in its graph, the clipped d_theta pushed, RMSProp in
+    the parameter server's graph) leaves theta, theta_v, T and RMSProp's slots where the one-process
+    update (apply_gradients onto the global variables) leaves them; two updates, clip active."""
+    import ray
+    import tensorflow.compat.v1 as tf
+    monkeypatch.setattr(ray, "get", lambda x, **kw: x)    # the stand-in's answers are the values themselves
+    args = a3c.parse_args(["--env", "CartPole-v1", "--workers", "1", "--max-grad-norm", "0.5"])
+    a3c.fill_defaults(args, (4,), a3c.DEFAULTS, a3c.MLP_LSTM)
+    ps = a3c_cluster.ParameterServer(args, (4,), 2)
+    rng = np.random.default_rng(0)
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        g = a3c.build_global((4,), 2, args)
+        net = a3c.build_local("thread_0", g, (4,), 2, args)
+        sess = a3c.session(1)
+        sess.run(tf.global_variables_initializer())
+        held = a3c_checkpoints.saved_variables(g)        # the checkpoint's names: the parameter server's own
+        names = list(held)
+        ps.set_state(dict(zip(names, sess.run(list(held.values())))))
+        remote = a3c_cluster.RemoteSession(sess, _Here(ps), g, [net])
+        for lr in (0.01, 0.003):
+            remote.run(net.copy_from_global)               # theta' <- the parameter server's theta
+            fd = {net.s_ph: rng.normal(size=(5, 4)).astype(np.float32), net.a_ph: rng.integers(0, 2, 5),
+                  net.R_ph: rng.normal(size=5).astype(np.float32) * 10, g.lr_ph: lr}
+            T_remote = remote.run(net.train, fd)["T"]      # pushed: the parameter server applies it
+            T_here = sess.run(net.train, fd)["T"]          # the same gradient applied in this graph
+            assert T_remote == T_here == ps.get_T()
+            want, got = dict(zip(names, sess.run(list(held.values())))), ps.get_state()
+            assert set(want) == set(got) and any("RMSProp" in n for n in got)
+            for name in want:
+                np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-7, err_msg=name)
+        assert remote.steps == 10
+
+
 def test_cluster_worker_killed_is_restarted_and_the_run_finishes(tmp_path):
     """1 parameter server + 2 workers: T grows from both, a worker killed with SIGKILL is restarted
     by Ray and the run goes on to its end: exit 0, RESULT, a checkpoint, no process left."""
@@ -357,6 +406,29 @@ def test_thread_error_line_names_tensorflows_cause():
     assert cli.first_line(ValueError("bad\nmore")) == "ValueError: bad"
     # a cluster worker once stopped with only 'CancelledError: ====================='
     assert cli.first_line(RuntimeError("=====================\nthe cause")) == "RuntimeError: the cause"
+
+
+def test_checkpoint_holds_rmsprop_statistics_and_an_older_one_resumes_without(tmp_path, capsys):
+    """The slots each w of theta has in the shared RMSProp are saved (as global/<w>/RMSProp, _1); a
+    checkpoint written before they were resumes with one warning, its statistics afresh."""
+    import tensorflow.compat.v1 as tf
+    ck = tmp_path / "ck"
+    run = ["--env", "CartPole-v1", "--threads", "1", "--eval-every", "0", "--checkpoint-dir", str(ck), "--logdir",
+           str(tmp_path / "tb")]
+    a3c_main_ok(capsys, *run, "--max-steps", "300")
+    model = str(ck / json.loads((ck / "latest.json").read_text())["dir"] / "model")
+    names = dict(tf.train.list_variables(model))
+    ms = tf.train.load_variable(model, "global/fc1/w/RMSProp")  # TF starts it at ones
+    assert "global/fc1/w/RMSProp_1" in names and ms.shape == (4, 64) and not np.allclose(ms, 1.0)
+    with tf.Graph().as_default():                          # the same checkpoint as an older a3c.py wrote it
+        old = [tf.Variable(tf.train.load_variable(model, n), name=n) for n in names if "RMSProp" not in n]
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            tf.train.Saver(old).save(sess, model, write_meta_graph=False, write_state=False)
+    assert a3c.main(run + ["--max-steps", "400", "--resume"]) == 0
+    out, err = capsys.readouterr()
+    assert f"a3c.py: warning: {ck} holds no RMSProp statistics (saved by an older a3c.py): they start afresh" in err
+    assert int(result(out)["global_step"]) >= 400
 
 
 def test_value_torso_own_trains_plays_and_resumes_only_as_own(tmp_path, capsys):
