@@ -1,14 +1,16 @@
-"""A3C: asynchronous advantage actor-critic, one Python thread per actor-learner, TF1-style graphs.
+"""A3C and the paper's three value-based methods, one Python thread per actor-learner, TF1-style graphs.
 
 Paper: Mnih et al., "Asynchronous Methods for Deep Reinforcement Learning", ICML 2016,
-https://arxiv.org/abs/1602.01783 -- Algorithm 3 (`actor_learner`), Section 8 (network, t_max = 5,
-gamma = 0.99, beta = 0.01, shared RMSProp, the LSTM agent).
+https://arxiv.org/abs/1602.01783 -- Algorithm 3 (`actor_learner`), Algorithm 1 and S2 (one-step Q,
+one-step Sarsa, n-step Q: `value_learner`), Section 8 (network, t_max = 5, gamma = 0.99, beta = 0.01,
+shared RMSProp, exploration, the LSTM agent).
 
     python a3c.py --env BreakoutNoFrameskip-v4               # the paper's Atari setting, 8 threads
     python a3c.py --env Breakout-v0 --threads 8
     python a3c.py --env CartPole-v1                          # classic control: MLP defaults, 500k steps
     python a3c.py --env CartPole-v1 --lstm                   # A3C LSTM
     python a3c.py --env Acrobot-v1                           # the same MLP defaults learn it
+    python a3c.py --env CartPole-v1 --method nstep-q         # or 1step-q, 1step-sarsa
     python a3c.py --play checkpoints/CartPole-v1__1 --episodes 10
     python a3c.py --env PongNoFrameskip-v4 --workers 2 --threads 4   # cluster mode: Ray, on this machine
 README.md has what to expect; docs/a3c.md the deviations from the paper, docs/cluster.md several machines.
@@ -34,10 +36,12 @@ tf = load_tf()                                             # machinery: TF1-styl
 # Defaults that depend on the network, which the env decides. The Atari CNN keeps the paper's and the
 # authors' values but RMSProp's epsilon (the authors' 0.1 barely learned in 3M frames); the
 # classic-control MLP's come from a measured sweep. docs/a3c.md: deviations; docs/a3c-results.md: figures.
+# The value methods' I_target and epsilon annealing: the paper's 40,000 and 4M frames on Atari (agent
+# steps of 4 frames); the MLP's are a first choice, not yet swept.
 DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=1e-5, value_coef=0.5, beta=0.01, max_steps=80_000_000,
-                        eval_every=250_000, eval_episodes=10),
+                        eval_every=250_000, eval_episodes=10, target_every=10_000, eps_steps=1_000_000),
             "mlp": dict(lr=3e-3, rms_eps=0.1, value_coef=0.01, beta=0.02, max_steps=500_000, eval_every=25_000,
-                        eval_episodes=20)}
+                        eval_episodes=20, target_every=1_000, eps_steps=100_000)}
 MLP_LSTM = dict(value_coef=0.5, beta=0.01)  # the MLP with --lstm: what the LSTM runs used
 CELLS = 256  # LSTM cells (Section 8)
 PLAY_SEED = 20_000  # --play and the final evaluation: games apart from thread i's (seed + i), the same in both
@@ -47,6 +51,8 @@ def parse_args(argv=None):
     per_kind = kind_help(DEFAULTS, MLP_LSTM)               # "(default: Atari CNN 0.0007, classic-control MLP 0.003)"
     p = Parser(description=__doc__.split("\n")[0], allow_abbrev=False)  # --work 2 must not reach the workers
     p.add_argument("--env", default=None, help="gymnasium id (default Breakout-v0; for --play: the checkpoint's)")
+    p.add_argument("--method", choices=list(TARGETS) + ["a3c"], help="a3c (Algorithm 3, the default; for --play: the checkpoint's), "
+                   "nstep-q (Algorithm S2), 1step-q (Algorithm 1), 1step-sarsa: the last three learn Q(s, a; theta)")
     p.add_argument("--threads", type=int, default=8, help="actor-learner threads (default 8; paper: 16)")
     p.add_argument("--lstm", action="store_true", help="A3C LSTM: 256 LSTM cells after the torso (Section 8)")
     p.add_argument("--value-torso", choices=["shared", "own"], default="shared", help="classic-control MLP: V "
@@ -57,13 +63,19 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, help="initial RMSProp learning rate " + per_kind("lr") +
                    "; the paper samples LogUniform(1e-4, 1e-2), 7e-4 is the authors' value")
     p.add_argument("--gamma", type=float, default=0.99, help="discount (default and paper: 0.99)")
-    p.add_argument("--beta", type=float, help=f"entropy bonus weight {per_kind('beta')}; paper: 0.01")
-    p.add_argument("--value-coef", type=float, help="weight of the (R - V)^2 loss " + per_kind("value_coef") +
+    p.add_argument("--beta", type=float, help=f"A3C: entropy bonus weight {per_kind('beta')}; paper: 0.01")
+    p.add_argument("--value-coef", type=float, help="A3C: weight of the (R - V)^2 loss " + per_kind("value_coef") +
                    "; the authors' 0.5, Algorithm 3's plain gradient 1.0")
     p.add_argument("--max-grad-norm", type=float, default=40.0,
                    help="clip each update to this global norm (default 40, the authors')")
     p.add_argument("--rms-decay", type=float, default=0.99, help="RMSProp decay (default and paper: 0.99)")
     p.add_argument("--rms-eps", type=float, help="RMSProp epsilon, inside the square root " + per_kind("rms_eps"))
+    p.add_argument("--target-every", type=int, help="value methods: global steps between copies theta^- <- theta "
+                   f"(I_target) {per_kind('target_every')}; paper: 40,000 frames")
+    p.add_argument("--eps-steps", type=int, help="value methods: global steps over which each thread's epsilon "
+                   f"anneals from 1 to its final one {per_kind('eps_steps')}; paper: 4M frames")
+    p.add_argument("--eval-eps", type=float, default=0.05, help="value methods: epsilon of the evaluation and "
+                   "--play (default 0.05, DQN's evaluation)")
     p.add_argument("--seed", type=int, default=1,
                    help="seeds TF, and thread i's env and actions with seed + i (default 1)")
     atari_env.add_flags(p)                                 # machinery: --vector-env, --fire-reset
@@ -112,9 +124,9 @@ def lstm(x, state):
     return h[:, 0], (c[-1], h[-1])
 
 
-def network(s, n_actions, state=None, own_v=False):
-    """s [n, 84, 84, 4] uint8 (Atari) or [n, d] float32 -> logits [n, A], V [n], next LSTM state.
-    Variables come from the enclosing scope: a second call with reuse shares them."""
+def network(s, n_actions, state=None, own_v=False, q=False):
+    """s [n, 84, 84, 4] uint8 (Atari) or [n, d] float32 -> logits [n, A], V [n], next LSTM state;
+    with q: Q(s, .) [n, A], None, (). Variables come from the enclosing scope."""
     if s.dtype == tf.uint8:
         x = tf.cast(s, tf.float32) / 255.0
         x = conv(x, 8, 16, 4, "conv1")                     # [n, 20, 20, 16]
@@ -122,6 +134,8 @@ def network(s, n_actions, state=None, own_v=False):
         x = dense(tf.reshape(x, [-1, 9 * 9 * 32]), 256, "fc")  # [n, 256]
     else:                                                  # MLP torso for vector observations
         x = dense(dense(s, 64, "fc1", tf.tanh), 64, "fc2", tf.tanh)  # [n, 64]
+    if q:                                                  # value methods: the same torso, one output per action
+        return dense(x, n_actions, "q", tf.identity), None, ()
     if state is not None:                                  # A3C LSTM
         x, state = lstm(x, state)                          # [n, 256]
     # pi and V share the torso, as in the paper; --value-torso own gives the MLP's V one of its own,
@@ -143,34 +157,46 @@ def build_global(obs_shape, n_actions, args):
     """theta, theta_v; the global step T; RMSProp whose statistics all threads share (Section 4)."""
     with tf.variable_scope("global"):
         s_ph, state_ph = placeholders(obs_shape, args.lstm)
-        network(s_ph, n_actions, state_ph, args.value_torso == "own")
+        network(s_ph, n_actions, state_ph, args.value_torso == "own", args.method != "a3c")
         T = tf.get_variable("T", [], tf.int64, tf.zeros_initializer(), trainable=False)
         lr_ph = tf.placeholder(tf.float32, [], "lr")      # fed each update: linear annealing to 0
         # One optimizer applied to the global variables from every thread = shared statistics.
         # TF starts its mean-square slot at ones (the reference: zeros); epsilon sits inside the root.
         opt = tf.train.RMSPropOptimizer(lr_ph, decay=args.rms_decay, momentum=0.0, epsilon=args.rms_eps)
-    return types.SimpleNamespace(theta=tf.trainable_variables("global/"), T=T, lr_ph=lr_ph, opt=opt)
+    g = types.SimpleNamespace(theta=tf.trainable_variables("global/"), T=T, lr_ph=lr_ph, opt=opt, target_T=None)
+    if args.method != "a3c":                               # the target network theta^-: not trained, not saved
+        with tf.variable_scope("target"):
+            g.s_next_ph = placeholders(obs_shape, False)[0]
+            g.q_target = network(g.s_next_ph, n_actions, q=True)[0]  # Q(s', .; theta^-)  [n, A]
+        g.update_target = tf.group(*[w_.assign(w) for w_, w in zip(tf.trainable_variables("target/"), g.theta)])
+    return g
 
 
 def build_local(scope, g, obs_shape, n_actions, args, learner=True):
     """A thread's theta', theta'_v: acting ([1, ...]) and, for a learner, the update from a rollout's states."""
+    value = args.method != "a3c"
     with tf.variable_scope(scope):
         s_ph, state_ph = placeholders(obs_shape, args.lstm)
-        logits, v, state = network(s_ph, n_actions, state_ph, args.value_torso == "own")
+        out, v, state = network(s_ph, n_actions, state_ph, args.value_torso == "own", value)  # logits, or Q
         theta_local = tf.trainable_variables(scope + "/")
         copy_from_global = tf.group(*[l.assign(w) for l, w in zip(theta_local, g.theta)])  # theta' <- theta
-        net = types.SimpleNamespace(s_ph=s_ph, state_ph=state_ph, pi=tf.nn.softmax(logits), v=v, state=state,
+        net = types.SimpleNamespace(s_ph=s_ph, state_ph=state_ph, pi=tf.nn.softmax(out), v=v, state=state,
                                     copy_from_global=copy_from_global)
+        if value:  # epsilon-greedy on Q(s, .; theta'), as a distribution: sample() and play_games serve all four
+            net.q = out                                    # Q(s, .; theta')  [n, A]
+            net.eps_ph = tf.placeholder_with_default(np.float32(args.eval_eps), [], "eps")
+            net.pi = net.eps_ph / n_actions + (1 - net.eps_ph) * tf.one_hot(tf.argmax(out, 1), n_actions)
         if learner:
             net.a_ph = tf.placeholder(tf.int32, [None], "a")
-            net.R_ph = tf.placeholder(tf.float32, [None], "R")
-            net.train, net.grads, net.clipped = loss_and_update(logits, v, net.a_ph, net.R_ph, theta_local, g, args)
+            net.R_ph = tf.placeholder(tf.float32, [None], "R")  # A3C's and n-step Q's R, the one-step methods' y
+            loss, stats, n = q_loss(out, net.a_ph, net.R_ph) if value else a3c_loss(out, v, net.a_ph, net.R_ph, args)
+            net.train, net.grads, net.clipped = clipped_update(loss, stats, n, theta_local, g, args)
     net.pr = build_partial_run(scope, g, obs_shape, n_actions, args) if learner and args.partial_run else None
     return net
 
 
-def loss_and_update(logits, v, a_ph, R_ph, theta_local, g, args, mask=1.0):
-    """Algorithm 3's update from one rollout: logits [n, A], v [n] of s_t_start .. s_t-1, returns R [n]."""
+def a3c_loss(logits, v, a_ph, R_ph, args, mask=1.0):
+    """Algorithm 3's loss from one rollout: logits [n, A], v [n] of s_t_start .. s_t-1, returns R [n]."""
     log_pi = tf.nn.log_softmax(logits)                     # log_softmax, not log(softmax): no NaN on underflow
     log_pi_a = tf.reduce_sum(log_pi * tf.one_hot(a_ph, logits.shape[-1]), 1)  # log pi(a_i|s_i; theta')  [n]
     advantage = tf.stop_gradient(R_ph - v)                 # R - V(s_i; theta'_v): a constant for the policy
@@ -178,17 +204,28 @@ def loss_and_update(logits, v, a_ph, R_ph, theta_local, g, args, mask=1.0):
     # Algorithm 3 ascends log pi * (R - V) + beta H; we minimise, so both enter with a minus (else H shrinks)
     policy_loss = -tf.reduce_sum(mask * (log_pi_a * advantage + args.beta * entropy))
     value_loss = tf.reduce_sum(mask * tf.square(R_ph - v))  # (R - V(s_i; theta'_v))^2
-    loss = policy_loss + args.value_coef * value_loss
+    n = tf.reduce_sum(mask * tf.ones_like(R_ph))
+    return policy_loss + args.value_coef * value_loss, dict(
+        policy_loss=policy_loss / n, value_loss=value_loss / n, entropy=tf.reduce_sum(mask * entropy) / n), n
+
+
+def q_loss(q, a_ph, y_ph):
+    """Algorithms 1 and S2: sum_i (y_i - Q(s_i, a_i; theta'))^2, q [n, A]; the three methods differ in y (TARGETS)."""
+    q_a = tf.reduce_sum(q * tf.one_hot(a_ph, q.shape[-1]), 1)  # Q(s_i, a_i; theta')  [n]
+    loss = tf.reduce_sum(tf.square(y_ph - q_a))            # y is fed: a constant, as the algorithms' target
+    n = tf.cast(tf.size(y_ph), tf.float32)
+    return loss, dict(q_loss=loss / n), n
+
+
+def clipped_update(loss, stats, n, theta_local, g, args):
     # The slides' three steps. The gradient of the rollout's summed loss is the sum of the
     # per-step gradients: Algorithm 3's accumulated d theta, d theta_v (tested against per-step).
     grads_and_vars = g.opt.compute_gradients(loss, theta_local)
     d_theta, _ = tf.clip_by_global_norm([d for d, _ in grads_and_vars], args.max_grad_norm)
     update = g.opt.apply_gradients(zip(d_theta, g.theta))  # onto the *global* theta: Hogwild, no lock
-    n = tf.reduce_sum(mask * tf.ones_like(R_ph))
     with tf.control_dependencies([update]):                # partial_run cannot fetch ops: fetch a tensor
         T = tf.identity(g.T.assign_add(tf.cast(n, tf.int64)))  # T <- T + n
-    return dict(T=T, policy_loss=policy_loss / n, value_loss=value_loss / n,
-                entropy=tf.reduce_sum(mask * entropy) / n), [d for d, _ in grads_and_vars], d_theta
+    return dict(T=T, **stats), [d for d, _ in grads_and_vars], d_theta
 
 
 def build_partial_run(scope, g, obs_shape, n_actions, args):
@@ -204,7 +241,8 @@ def build_partial_run(scope, g, obs_shape, n_actions, args):
         logits = tf.concat([o[0] for o in out[:-1]], 0)    # the acting copies' outputs, as one rollout's
         v = tf.concat([o[1] for o in out[:-1]], 0)
         theta_local = tf.trainable_variables(scope + "/")
-        pr.train, pr.grads, pr.clipped = loss_and_update(logits, v, pr.a_ph, pr.R_ph, theta_local, g, args, pr.mask_ph)
+        loss, stats, n = a3c_loss(logits, v, pr.a_ph, pr.R_ph, args, pr.mask_ph)
+        pr.train, pr.grads, pr.clipped = clipped_update(loss, stats, n, theta_local, g, args)
     return pr
 
 
@@ -301,6 +339,64 @@ def partial_run_rollout(sess, pr, net, g, env, s, rng, lr, args, shared, i):
     return s
 
 
+# ---------------------------------------------------------------- Algorithms 1 and S2, one value-based thread
+def y_one_step_q(r, terminal, q_next, a_next, gamma):       # Algorithm 1: y = r + gamma max_a' Q(s', a'; theta^-)
+    return r + gamma * (1.0 - terminal) * q_next.max(1)
+
+
+def y_one_step_sarsa(r, terminal, q_next, a_next, gamma):   # y = r + gamma Q(s', a'; theta^-), a' the action taken in s'
+    return r + gamma * (1.0 - terminal) * q_next[np.arange(len(r)), a_next]
+
+
+def R_n_step_q(r, terminal, q_next, a_next, gamma):         # Algorithm S2: R = 0 or max_a Q(s_t, a; theta^-),
+    return n_step_returns(r, 0.0 if terminal[-1] else q_next[-1].max(), gamma)  # then R <- r_i + gamma R
+
+
+TARGETS = {"nstep-q": R_n_step_q, "1step-q": y_one_step_q, "1step-sarsa": y_one_step_sarsa}
+
+
+def epsilon(eps_final, T, args):
+    return eps_final + (1.0 - eps_final) * max(0.0, 1.0 - T / args.eps_steps)  # 1 -> eps_final, then constant
+
+
+def value_learner(i, sess, net, g, env, args, shared, stop):
+    """Algorithm 1 (one-step Q, and Sarsa with its own y) and Algorithm S2 (n-step Q): t_max steps epsilon-greedy
+    on Q(s, .; theta'), targets from theta^-, one asynchronous update (I_AsyncUpdate = t_max for all three)."""
+    rng = np.random.default_rng(args.seed + shared.first + i)
+    eps_final = rng.choice([0.1, 0.01, 0.5], p=[0.4, 0.3, 0.3])  # each thread's own (Section 8)
+    y_of = TARGETS[args.method]
+    s, a = env.reset(), None
+    while not stop.is_set() and shared.T < args.max_steps:
+        lr, eps = learning_rate(args, shared.T), epsilon(eps_final, shared.T, args)
+        with shared.cores:
+            if g.target_T is None or shared.T >= g.target_T + args.target_every:  # I_target: the first thread
+                g.target_T = shared.T                      # to see T pass it copies (one copy per process)
+                sess.run(g.update_target)                  # theta^- <- theta
+            sess.run(net.copy_from_global)                 # theta' <- theta
+            act = lambda s_: sample(rng, sess.run(net.pi, {net.s_ph: s_[None], net.eps_ph: eps})[0])  # noqa: E731
+            a = act(s) if a is None else a                 # else chosen in s, with the previous theta'
+            states, actions, rewards, nexts, next_actions = [], [], [], [], []
+            for t in range(args.t_max):
+                states.append(s)
+                actions.append(a)
+                s, r, done, info = env.step(a)
+                rewards.append(r)
+                shared.record(i, info)
+                nexts.append(info["final_obs"] if done else s)
+                a = act(nexts[-1])                         # a' in s': the next action (Sarsa's a')
+                next_actions.append(a)
+                if done:
+                    break
+            terminal = np.zeros(len(rewards), np.float32)
+            terminal[-1] = done and not info["truncated"]  # a time limit is no end: y bootstraps
+            q_next = sess.run(g.q_target, {g.s_next_ph: np.array(nexts)})  # Q(s', .; theta^-)  [n, A]
+            y = y_of(np.array(rewards, np.float32), terminal, q_next, np.array(next_actions), args.gamma)
+            fd = {net.s_ph: np.array(states), net.a_ph: actions, net.R_ph: y, g.lr_ph: lr}
+            shared.update(sess.run(net.train, fd))         # one asynchronous update of theta
+        if done:
+            a = None                                       # a new game: its first action from its own first state
+
+
 # ---------------------------------------------------------------- evaluation (the protocol of --play)
 def play_games(sess, net, env, n, rng, args, stop=None, on_step=None):
     """n full games (up to 30 no-op starts, at most 108,000 frames, a lost life ends nothing),
@@ -364,7 +460,8 @@ def main(argv, signals):
     shared = Shared(int(sess.run(g.T)), args.threads)
     stop = threading.Event()
     log = Log(tf.summary.FileWriter(args.logdir), args, shared, learning_rate)
-    learners = [threading.Thread(target=actor_learner, args=(i, sess, nets[i], g, envs[i], args, shared, stop),
+    learner = actor_learner if args.method == "a3c" else value_learner
+    learners = [threading.Thread(target=learner, args=(i, sess, nets[i], g, envs[i], args, shared, stop),
                                  name=f"actor-learner {i}", daemon=True) for i in range(threads)]
     if cluster:                                            # machinery: the threads run in the workers; one here
         sess, learners = cluster.start(sess, [evaluator_net], shared, stop, checkpoint)  # follows them
@@ -385,8 +482,8 @@ def main(argv, signals):
     signals.ignore()                                       # nothing may break the final save
     saved_ok = checkpoint()                                # theta, theta_v, T, RMSProp's slots
     mean = log(final=True)
-    print(f"RESULT env={args.env} global_step={shared.T} episodes={log.games} mean_return={mean:.2f} "
-          f"eval_return={log.last_eval:.2f} fps={sum(shared.frames) / wall:.0f} wall_s={wall:.1f}", flush=True)
+    print(f"RESULT env={args.env} method={args.method} global_step={shared.T} episodes={log.games} "
+          f"mean_return={mean:.2f} eval_return={log.last_eval:.2f} fps={sum(shared.frames) / wall:.0f} wall_s={wall:.1f}", flush=True)
     if not saved_ok:
         raise UserError("the final checkpoint could not be written (see the warning above)", 1)
     return 0

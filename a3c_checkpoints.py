@@ -55,8 +55,12 @@ def load_meta(ckpt_dir):
     return meta
 
 
-def check_meta(meta, ckpt_dir, env_id, obs_shape, n_actions, lstm, value_torso=None):
+def check_meta(meta, ckpt_dir, env_id, obs_shape, n_actions, lstm, value_torso=None, method="a3c"):
     """The checkpoint holds the network this run builds, or one UserError line says what differs."""
+    if meta.get("method", "a3c") != method:               # checkpoints from before the flag: a3c
+        saved = meta.get("method", "a3c")
+        raise UserError(f"checkpoint {ckpt_dir} holds a --method {saved} network, not {method}; " + (
+            f"resume it with --method {saved}" if value_torso else "play it without --method"))
     if meta["env"] != env_id or tuple(meta["obs_shape"]) != tuple(obs_shape) or meta["n_actions"] != n_actions:
         raise UserError(f"checkpoint {ckpt_dir} is for {meta['env']} (obs {tuple(meta['obs_shape'])}, "
                         f"{meta['n_actions']} actions), not {env_id}")
@@ -75,6 +79,7 @@ def for_play(args):
     args.env = args.env or meta["env"]
     args.lstm = args.lstm or meta["lstm"]                  # a mismatch is refused by check_meta
     args.value_torso = meta.get("value_torso", "shared")
+    args.method = args.method or meta.get("method", "a3c")  # a mismatch is refused by check_meta
     args.fire_reset = meta.get("fire_reset", True) and args.fire_reset
     return meta
 
@@ -106,7 +111,7 @@ class Checkpoints:
 
     def __init__(self, args, obs_shape, n_actions, network):
         meta = dict(env=args.env, obs_shape=list(obs_shape), n_actions=n_actions, network=network, lstm=args.lstm,
-                    fire_reset=args.fire_reset, value_torso=args.value_torso)
+                    fire_reset=args.fire_reset, value_torso=args.value_torso, method=args.method)
         self.dir, self.meta, self.saved, self.mine = args.checkpoint_dir, meta, None, []
         self.interval, self.sync = args.save_interval, None
         writable_dir(args.checkpoint_dir, "--checkpoint-dir")
@@ -115,7 +120,7 @@ class Checkpoints:
             self.saved = load_meta(args.checkpoint_dir)
             self.mine = [self.saved["dir"]]
             check_meta(self.saved, args.checkpoint_dir, args.env, meta["obs_shape"], meta["n_actions"],
-                       args.lstm, args.value_torso)
+                       args.lstm, args.value_torso, args.method)
         elif os.path.exists(os.path.join(args.checkpoint_dir, "latest.json")) and not args.overwrite:
             raise UserError(f"{args.checkpoint_dir} already holds a checkpoint; continue it with --resume, "
                             f"choose another --checkpoint-dir, or start afresh there with --overwrite")

@@ -32,11 +32,18 @@ def check_ranges(args):
                  episodes=at_least_1, eval_episodes=at_least_1, lr=positive, rms_eps=positive,
                  max_grad_norm=positive, save_interval=positive, gamma=(lambda x: 0 <= x <= 1, "in [0, 1]"),
                  rms_decay=(lambda x: 0 <= x < 1, "in [0, 1)"), beta=at_least_0, value_coef=at_least_0,
-                 eval_every=(lambda x: x >= 0, ">= 0 (0 = off)"),
+                 eval_every=(lambda x: x >= 0, ">= 0 (0 = off)"), target_every=at_least_1, eps_steps=at_least_1,
+                 eval_eps=(lambda x: 0 <= x <= 1, "in [0, 1]"),
                  log_interval=(lambda x: x >= 0.1, ">= 0.1 (seconds)"))
+    if args.method is None and not args.play:             # --play takes the checkpoint's
+        args.method = "a3c"
     for name, (ok, valid) in rules.items():
         if getattr(args, name) is not None and not ok(getattr(args, name)):
             raise UserError(f"--{name.replace('_', '-')} must be {valid} (got {getattr(args, name)})")
+    for flag, on in (("--lstm", args.lstm), ("--partial-run", args.partial_run),
+                     ("--value-torso own", args.value_torso == "own")):
+        if on and args.method not in (None, "a3c"):
+            raise UserError(f"{flag} is for A3C; drop it or --method {args.method}")
     if args.partial_run and args.lstm:
         raise UserError("--partial-run is for the feed-forward network; drop it or --lstm")
     if args.ray_address and not args.workers:

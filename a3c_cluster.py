@@ -166,7 +166,8 @@ class Worker:
 
         def run(i):
             try:
-                a3c.actor_learner(i, self.sess, nets[i], g, envs[i], args, self.shared, self.stop_event)
+                learner = a3c.actor_learner if args.method == "a3c" else a3c.value_learner
+                learner(i, self.sess, nets[i], g, envs[i], args, self.shared, self.stop_event)
             except Exception as e:  # noqa: BLE001 -- reported to the chief, which ends the run with it
                 self.errors.append(f"actor-learner {first + i} failed: {first_line(e)}")
                 self.stop_event.set()

@@ -28,7 +28,7 @@ class Shared:
 
     def update(self, stats):
         self.T = max(self.T, int(stats["T"]))
-        self.stats.append((stats["policy_loss"], stats["value_loss"], stats["entropy"]))
+        self.stats.append({k: float(v) for k, v in stats.items() if k != "T"})  # A3C's three, or q_loss
 
 
 class Log:
@@ -65,8 +65,8 @@ class Log:
         fps = (frames - self.frames) / max(now - self.t, 1e-9)
         lr, mean = self.learning_rate(args, T), np.mean(self.recent) if self.recent else float("nan")
         stats = [sh.stats.popleft() for _ in range(len(sh.stats))]
-        self.scalars(charts_fps=(fps, T), charts_lr=(lr, T), **{f"losses_{k}": (v, T) for k, v in zip(
-            ["policy", "value", "entropy"], np.mean(stats, 0) if stats else [])})
+        self.scalars(charts_fps=(fps, T), charts_lr=(lr, T), **{f"losses_{k.removesuffix('_loss')}": (
+            np.mean([st[k] for st in stats]), T) for k in (stats[0] if stats else {})})  # losses/policy, ..., q
         if not final:
             eta = (args.max_steps - T) / (T - self.T0) * (now - self.t0) if T > self.T0 else float("nan")
             print(f"global_step={T} progress={100 * T / args.max_steps:.1f}% eta={fmt_time(eta)} fps={fps:.0f} "

@@ -14,7 +14,8 @@ def open_play(args, seed):
     (or None). Prints the env line, as training does."""
     meta = for_play(args)                                  # the network flags follow the checkpoint
     env = make_env(args.env, seed, training=False, render=bool(args.record), fire_reset=args.fire_reset)
-    check_meta(meta, args.play, args.env, env.observation_space.shape, int(env.action_space.n), args.lstm)
+    check_meta(meta, args.play, args.env, env.observation_space.shape, int(env.action_space.n), args.lstm,
+               method=args.method)
     video = open_video(args.record, env, args.env) if args.record else None
     print(atari_env.describe(args.env, False, args.fire_reset), flush=True)
     return env, meta, video

@@ -357,7 +357,7 @@ def test_cluster_worker_killed_is_restarted_and_the_run_finishes(tmp_path):
     out, err = lines.rest(p, timeout=240)
     assert p.returncode == 0, out[-2000:] + err[-2000:]
     assert "Traceback" not in err and "a3c.py: warning: worker " in err and "died; Ray restarts it (1 of 3)" in err, err
-    assert out.strip().splitlines()[-1].startswith("RESULT env=CartPole-v1 global_step="), out[-500:]
+    assert out.strip().splitlines()[-1].startswith("RESULT env=CartPole-v1 method=a3c global_step="), out[-500:]
     steps, restarts = _steps(out)
     T = int(result(out)["global_step"])
     assert json.loads((ck / "latest.json").read_text())["T"] == T >= 25000
