@@ -51,8 +51,9 @@ def parse_args(argv=None):
     per_kind = kind_help(DEFAULTS, MLP_LSTM)               # "(default: Atari CNN 0.0007, classic-control MLP 0.003)"
     p = Parser(description=__doc__.split("\n")[0], allow_abbrev=False)  # --work 2 must not reach the workers
     p.add_argument("--env", default=None, help="gymnasium id (default Breakout-v0; for --play: the checkpoint's)")
-    p.add_argument("--method", choices=list(TARGETS) + ["a3c"], help="a3c (Algorithm 3, the default; for --play: the checkpoint's), "
-                   "nstep-q (Algorithm S2), 1step-q (Algorithm 1), 1step-sarsa: the last three learn Q(s, a; theta)")
+    p.add_argument("--method", choices=list(TARGETS) + ["a3c"], help="a3c (Algorithm 3, the default; for --play: "
+                   "the checkpoint's), nstep-q (Algorithm S2), 1step-q (Algorithm 1), 1step-sarsa: the last three "
+                   "learn Q(s, a; theta)")
     p.add_argument("--threads", type=int, default=8, help="actor-learner threads (default 8; paper: 16)")
     p.add_argument("--lstm", action="store_true", help="A3C LSTM: 256 LSTM cells after the torso (Section 8)")
     p.add_argument("--value-torso", choices=["shared", "own"], default="shared", help="classic-control MLP: V "
@@ -344,7 +345,7 @@ def y_one_step_q(r, terminal, q_next, a_next, gamma):       # Algorithm 1: y = r
     return r + gamma * (1.0 - terminal) * q_next.max(1)
 
 
-def y_one_step_sarsa(r, terminal, q_next, a_next, gamma):   # y = r + gamma Q(s', a'; theta^-), a' the action taken in s'
+def y_one_step_sarsa(r, terminal, q_next, a_next, gamma):   # y = r + gamma Q(s', a'; theta^-), a' taken in s'
     return r + gamma * (1.0 - terminal) * q_next[np.arange(len(r)), a_next]
 
 
@@ -395,6 +396,9 @@ def value_learner(i, sess, net, g, env, args, shared, stop):
             shared.update(sess.run(net.train, fd))         # one asynchronous update of theta
         if done:
             a = None                                       # a new game: its first action from its own first state
+
+
+LEARNERS = dict(a3c=actor_learner, **{method: value_learner for method in TARGETS})  # --method -> a thread's loop
 
 
 # ---------------------------------------------------------------- evaluation (the protocol of --play)
@@ -460,8 +464,7 @@ def main(argv, signals):
     shared = Shared(int(sess.run(g.T)), args.threads)
     stop = threading.Event()
     log = Log(tf.summary.FileWriter(args.logdir), args, shared, learning_rate)
-    learner = actor_learner if args.method == "a3c" else value_learner
-    learners = [threading.Thread(target=learner, args=(i, sess, nets[i], g, envs[i], args, shared, stop),
+    learners = [threading.Thread(target=LEARNERS[args.method], args=(i, sess, nets[i], g, envs[i], args, shared, stop),
                                  name=f"actor-learner {i}", daemon=True) for i in range(threads)]
     if cluster:                                            # machinery: the threads run in the workers; one here
         sess, learners = cluster.start(sess, [evaluator_net], shared, stop, checkpoint)  # follows them
@@ -483,7 +486,8 @@ def main(argv, signals):
     saved_ok = checkpoint()                                # theta, theta_v, T, RMSProp's slots
     mean = log(final=True)
     print(f"RESULT env={args.env} method={args.method} global_step={shared.T} episodes={log.games} "
-          f"mean_return={mean:.2f} eval_return={log.last_eval:.2f} fps={sum(shared.frames) / wall:.0f} wall_s={wall:.1f}", flush=True)
+          f"mean_return={mean:.2f} eval_return={log.last_eval:.2f} fps={sum(shared.frames) / wall:.0f} "
+          f"wall_s={wall:.1f}", flush=True)
     if not saved_ok:
         raise UserError("the final checkpoint could not be written (see the warning above)", 1)
     return 0

@@ -59,8 +59,8 @@ def check_meta(meta, ckpt_dir, env_id, obs_shape, n_actions, lstm, value_torso=N
     """The checkpoint holds the network this run builds, or one UserError line says what differs."""
     if meta.get("method", "a3c") != method:               # checkpoints from before the flag: a3c
         saved = meta.get("method", "a3c")
-        raise UserError(f"checkpoint {ckpt_dir} holds a --method {saved} network, not {method}; " + (
-            f"resume it with --method {saved}" if value_torso else "play it without --method"))
+        raise UserError(f"checkpoint {ckpt_dir} holds a --method {saved} network, not {method}; "
+                        f"use --method {saved} with it")
     if meta["env"] != env_id or tuple(meta["obs_shape"]) != tuple(obs_shape) or meta["n_actions"] != n_actions:
         raise UserError(f"checkpoint {ckpt_dir} is for {meta['env']} (obs {tuple(meta['obs_shape'])}, "
                         f"{meta['n_actions']} actions), not {env_id}")

@@ -2,7 +2,7 @@
 
     ParameterServer  an actor: theta, theta_v, T and RMSProp's slots in its own TF1 graph, whose
                      apply_gradients takes the gradients as placeholders (push), and theta as arrays (pull)
-    Worker           an actor per --workers: --threads actor-learner threads, a3c.actor_learner unchanged,
+    Worker           an actor per --workers: --threads actor-learner threads, a3c.LEARNERS unchanged,
                      on a RemoteSession: copy_from_global first pulls theta; the update runs
                      compute_gradients -> clip in the worker's graph and pushes the clipped gradients
     Cluster          the chief, in the process the user started: starts Ray (or joins --ray-address), the
@@ -143,7 +143,7 @@ class RemoteSession:
 
 class Worker:
     """--threads actor-learner threads, as a3c.main starts them in one process: thread first + i plays its
-    own env seeded seed + first + i, its own theta', Algorithm 3 (a3c.actor_learner)."""
+    own env seeded seed + first + i, its own theta', the --method's loop (a3c.LEARNERS)."""
 
     def __init__(self, index, args, ps_name):
         import ray
@@ -166,8 +166,7 @@ class Worker:
 
         def run(i):
             try:
-                learner = a3c.actor_learner if args.method == "a3c" else a3c.value_learner
-                learner(i, self.sess, nets[i], g, envs[i], args, self.shared, self.stop_event)
+                a3c.LEARNERS[args.method](i, self.sess, nets[i], g, envs[i], args, self.shared, self.stop_event)
             except Exception as e:  # noqa: BLE001 -- reported to the chief, which ends the run with it
                 self.errors.append(f"actor-learner {first + i} failed: {first_line(e)}")
                 self.stop_event.set()

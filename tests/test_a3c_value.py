@@ -140,6 +140,6 @@ def test_checkpoint_records_the_method_and_refuses_another(tmp_path, capsys):
     res = result_of(a3c_main_ok(capsys, *common, "--method", "1step-sarsa", "--max-steps", "500"))
     assert res["method"] == "1step-sarsa"
     msg = _main_error(capsys, *common, "--max-steps", "1000", "--resume")             # --method a3c by default
-    assert "holds a --method 1step-sarsa network, not a3c; resume it with --method 1step-sarsa" in msg, msg
+    assert "holds a --method 1step-sarsa network, not a3c; use --method 1step-sarsa with it" in msg, msg
     msg = _main_error(capsys, "--play", ck, "--method", "nstep-q", "--episodes", "1")
-    assert "holds a --method 1step-sarsa network, not nstep-q; play it without --method" in msg, msg
+    assert "holds a --method 1step-sarsa network, not nstep-q; use --method 1step-sarsa with it" in msg, msg
