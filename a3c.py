@@ -383,7 +383,7 @@ def value_learner(i, sess, net, g, env, args, shared, stop):
                 s, r, done, info = env.step(a)
                 rewards.append(r)
                 shared.record(i, info)
-                nexts.append(info["final_obs"] if done else s)
+                nexts.append(info["final_obs"] if info["game_over"] else s)  # a lost life: the game goes on in s
                 a = act(nexts[-1])                         # a' in s': the next action (Sarsa's a')
                 next_actions.append(a)
                 if done:

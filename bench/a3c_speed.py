@@ -3,9 +3,10 @@
     python bench/a3c_speed.py --env BreakoutNoFrameskip-v4 --threads 2
     python bench/a3c_speed.py --env BreakoutNoFrameskip-v4 --threads 8 --vector-env
     python bench/a3c_speed.py --threads 2 --variants default,lstm,partial_run   # side by side, one run
+    python bench/a3c_speed.py --threads 2 --variants default,nstep-q,1step-q,1step-sarsa   # the four methods
     python bench/a3c_speed.py --profile                  # where one agent step's time goes (1 thread)
 
-Each variant runs a3c.py's own training path (`actor_learner` threads on a fresh graph) for
+Each variant runs a3c.py's own training path (its --method's loop from `LEARNERS`, in threads on a fresh graph) for
 --warmup agent steps, then is timed for --steps more; random-action stepping of the same env
 path in the same number of threads gives the simulator's own speed. Ends with
     RESULT env=... threads=N fps=<training frames/s> random_fps=<random-action frames/s>
@@ -32,7 +33,8 @@ def parse_args():
     p.add_argument("--threads", type=int, default=2, help="actor-learner threads")
     p.add_argument("--vector-env", action=argparse.BooleanOptionalAction,
                    help="one ale_py AtariVectorEnv per thread (default: as a3c.py, on where the id allows)")
-    p.add_argument("--variants", default="default", help="comma-separated: default, lstm, partial_run")
+    p.add_argument("--variants", default="default",
+                   help="comma-separated: default (A3C), lstm, partial_run, nstep-q, 1step-q, 1step-sarsa")
     p.add_argument("--warmup", type=int, default=1000, help="agent steps before timing starts")
     p.add_argument("--steps", type=int, default=6000, help="agent steps timed per variant (all threads)")
     p.add_argument("--profile", action="store_true", help="time each part of one agent step, 1 thread")
@@ -67,7 +69,8 @@ def random_fps(b):
 
 def build(b, variant, envs, finalize=True):
     """a3c.py's graph for `variant`, as main() builds it; returns (args, sess, g, nets)."""
-    extra = {"lstm": ["--lstm"], "partial_run": ["--partial-run"], "default": []}[variant]
+    extra = {"lstm": ["--lstm"], "partial_run": ["--partial-run"], "default": [],
+             **{m: ["--method", m] for m in a3c.TARGETS}}[variant]
     args = a3c.parse_args(["--env", b.env, "--threads", str(b.threads), "--seed", str(b.seed), *extra,
                            "--vector-env" if b.vector_env else "--no-vector-env"])
     a3c.fill_defaults(args, envs[0].observation_space.shape, a3c.DEFAULTS, a3c.MLP_LSTM)
@@ -90,7 +93,8 @@ def training_fps(b, variant):
     shared, stop = a3c.Shared(0, b.threads), threading.Event()
     if b.no_core_limit:
         shared.cores = threading.BoundedSemaphore(b.threads)
-    threads = [threading.Thread(target=a3c.actor_learner, args=(i, sess, nets[i], g, envs[i], args, shared, stop))
+    loop = a3c.LEARNERS[args.method]                       # A3C's actor_learner or value_learner
+    threads = [threading.Thread(target=loop, args=(i, sess, nets[i], g, envs[i], args, shared, stop))
                for i in range(b.threads)]
     for t in threads:
         t.start()

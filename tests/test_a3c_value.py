@@ -107,6 +107,31 @@ def test_target_network_copied_every_target_every_and_targets_read_it(method):
             assert not np.allclose(y, r + GAMMA * q_next.max(1)) or np.all(a_next == q_next.argmax(1))
 
 
+class LivesEnv(FixedLengthEnv):
+    """A lost life every 3 steps ends the training episode, as the Atari envs do: done, no game over, no
+    final_obs (the game goes on in the returned obs)."""
+
+    def step(self, a):
+        obs, r, done, info = super().step(a)
+        info["life_lost"] = self.t % 3 == 0 and not done
+        return obs, r, done or info["life_lost"], info
+
+
+@pytest.mark.parametrize("method", ["1step-q", "1step-sarsa", "nstep-q"])
+def test_value_methods_take_a_lost_life_as_terminal(method):
+    """y = r at a lost life (no bootstrap), and s' is the state the game goes on in; before the fix the
+    value methods raised KeyError 'final_obs' at Breakout's first lost life."""
+    env, updates = LivesEnv(1000), []
+    with tf.Graph().as_default():
+        tf.set_random_seed(0)
+        args, g, (net,), _, sess = _graph("--method", method)
+        _spy(sess, lambda fetches, fd, out: fetches is net.train and updates.append(fd[net.R_ph].copy()))
+        _run_value_learner(args, sess, net, g, env, 30)
+    assert len(updates) == 10                              # a rollout ends at each lost life: 3 steps each
+    for y in updates:
+        assert len(y) == 3 and y[-1] in (0.0, 1.0)         # r alone: the lost life is terminal
+
+
 @pytest.mark.parametrize("argv,needle", [
     (["--method", "nstep-q", "--lstm"], "--lstm is for A3C"),
     (["--method", "1step-q", "--partial-run"], "--partial-run is for A3C"),
