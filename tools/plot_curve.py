@@ -3,6 +3,10 @@ the --eval-episodes games) and training score (mean of the last 100 games) again
 
     pip install matplotlib        # optional, not in requirements.txt
     python tools/plot_curve.py runs/BreakoutNoFrameskip-v4__1__* --out breakout.png --random 1.6
+    python tools/plot_curve.py A3C=runs/Pong__a3c "n-step Q=runs/Pong__q" --out pong.png   # several runs
+
+A LABEL=DIR argument starts a new run named LABEL; the folders after it, until the next LABEL=,
+belong to it (a resumed run writes several). Without any LABEL=, all folders are one run.
 """
 import argparse
 import collections
@@ -22,9 +26,42 @@ def scalars(logdirs, tag):
     return sorted(out)
 
 
+def runs_of(args):
+    """[(label, [logdir, ...]), ...] from 'DIR' and 'LABEL=DIR' arguments."""
+    runs = []
+    for arg in args:
+        if "=" in arg or not runs:
+            label, _, d = arg.rpartition("=")
+            runs.append((label or None, [d]))
+        else:
+            runs[-1][1].append(arg)
+    return runs
+
+
+def plot_run(ax, logdirs, label, color, frames_per_step, alone):
+    train = scalars(logdirs, "charts/episodic_return")
+    ev = dict(scalars(logdirs, "eval/episodic_return"))
+    ev_std = dict(scalars(logdirs, "eval/episodic_return_std"))
+    name = "" if alone else f"{label}: "
+    if train:
+        steps, rets = map(np.array, zip(*train))
+        recent = collections.deque(maxlen=100)
+        smooth = [(recent.append(r), np.mean(recent))[1] for r in rets]
+        ax.plot(steps * frames_per_step / 1e6, smooth, color="tab:blue" if alone else color, lw=1,
+                alpha=1.0 if alone else 0.45, label=f"{name}training (mean of last 100 games)")
+    if ev:
+        s = np.array(sorted(ev))
+        m, sd = np.array([ev[k] for k in s]), np.array([ev_std.get(k, 0.0) for k in s])
+        x = s * frames_per_step / 1e6
+        c = "tab:red" if alone else color
+        ax.plot(x, m, "o-", color=c, ms=4, label=f"{name}evaluation (mean of full games)")
+        ax.fill_between(x, m - sd, m + sd, color=c, alpha=0.15, label=f"{name}evaluation +- std" if alone else None)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("logdirs", nargs="+", help="a3c.py --logdir folder(s) of one run")
+    p.add_argument("logdirs", nargs="+", metavar="[LABEL=]DIR",
+                   help="a3c.py --logdir folder(s): one run, or several runs each started by LABEL=")
     p.add_argument("--out", default="curve.png", help="PNG to write (default curve.png)")
     p.add_argument("--frames-per-step", type=float, default=4, help="emulator frames per agent step (4 on Atari)")
     p.add_argument("--random", type=float, help="the random policy's score, drawn as a dashed line")
@@ -34,26 +71,15 @@ def main():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    train = scalars(a.logdirs, "charts/episodic_return")
-    ev = dict(scalars(a.logdirs, "eval/episodic_return"))
-    ev_std = dict(scalars(a.logdirs, "eval/episodic_return_std"))
+    runs = runs_of(a.logdirs)
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
-    if train:
-        steps, rets = map(np.array, zip(*train))
-        recent = collections.deque(maxlen=100)
-        smooth = [(recent.append(r), np.mean(recent))[1] for r in rets]
-        ax.plot(steps * a.frames_per_step / 1e6, smooth, color="tab:blue", lw=1, label="training (mean of last 100 games)")
-    if ev:
-        s = np.array(sorted(ev))
-        m, sd = np.array([ev[k] for k in s]), np.array([ev_std.get(k, 0.0) for k in s])
-        x = s * a.frames_per_step / 1e6
-        ax.plot(x, m, "o-", color="tab:red", ms=4, label="evaluation (mean of full games)")
-        ax.fill_between(x, m - sd, m + sd, color="tab:red", alpha=0.15, label="evaluation +- std")
+    for k, (label, dirs) in enumerate(runs):
+        plot_run(ax, dirs, label or ", ".join(dirs)[:40], f"C{k}", a.frames_per_step, alone=len(runs) == 1)
     if a.random is not None:
         ax.axhline(a.random, ls="--", color="gray", lw=1, label=f"random policy ({a.random:g})")
     ax.set_xlabel("frames (millions)")
     ax.set_ylabel("score (raw, unclipped)")
-    ax.set_title(a.title or ", ".join(a.logdirs)[:80])
+    ax.set_title(a.title or ", ".join(label or dirs[0] for label, dirs in runs)[:80])
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
