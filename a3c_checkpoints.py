@@ -57,8 +57,8 @@ def load_meta(ckpt_dir):
 
 def check_meta(meta, ckpt_dir, env_id, obs_shape, n_actions, lstm, value_torso=None, method="a3c"):
     """The checkpoint holds the network this run builds, or one UserError line says what differs."""
-    if meta.get("method", "a3c") != method:               # checkpoints from before the flag: a3c
-        saved = meta.get("method", "a3c")
+    saved = meta.get("method", "a3c")                      # checkpoints from before the flag: a3c
+    if saved != method:
         raise UserError(f"checkpoint {ckpt_dir} holds a --method {saved} network, not {method}; "
                         f"use --method {saved} with it")
     if meta["env"] != env_id or tuple(meta["obs_shape"]) != tuple(obs_shape) or meta["n_actions"] != n_actions:

@@ -78,7 +78,7 @@ def _graph(*flags, obs_shape=(4,), n_actions=2, threads=1):
 def _run_learner(args, sess, net, g, env, max_steps):
     args.max_steps = max_steps
     shared = a3c.Shared(int(sess.run(g.T)), 1)
-    a3c.actor_learner(0, sess, net, g, env, args, shared, threading.Event())
+    a3c.LEARNERS[args.method](0, sess, net, g, env, args, shared, threading.Event())  # the --method's loop
     return shared
 
 

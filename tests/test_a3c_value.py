@@ -1,15 +1,13 @@
 """a3c.py's value-based methods (Algorithms 1 and S2): the targets against plain loops, the squared-error
 gradient against NumPy, epsilon-greedy and its annealing, the target network theta^- and its copies,
 Sarsa's a', bad flags, learning."""
-import threading
-
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
 import a3c
 from helpers import a3c_main_ok, result_of
-from test_a3c import FixedLengthEnv, _graph, _spy
+from test_a3c import FixedLengthEnv, _graph, _run_learner, _spy
 from test_a3c_machinery import _main_error
 
 GAMMA = 0.9
@@ -60,13 +58,6 @@ def test_epsilon_greedy_pi_and_q_loss_gradient_against_numpy():
         np.testing.assert_allclose(loss, (err ** 2).sum() / 4, rtol=1e-5)
 
 
-def _run_value_learner(args, sess, net, g, env, max_steps):
-    args.max_steps = max_steps
-    shared = a3c.Shared(int(sess.run(g.T)), 1)
-    a3c.value_learner(0, sess, net, g, env, args, shared, threading.Event())
-    return shared
-
-
 @pytest.mark.parametrize("method", ["1step-q", "1step-sarsa", "nstep-q"])
 def test_target_network_copied_every_target_every_and_targets_read_it(method):
     """theta^- <- theta at T = 0, 20, 40, ... (I_target = 20, 5 steps per update), equal to theta right
@@ -88,7 +79,7 @@ def test_target_network_copied_every_target_every_and_targets_read_it(method):
             elif fetches is net.train:
                 updates.append((np.array(fd[net.a_ph]), fd[net.R_ph].copy()))
         _spy(sess, record)
-        _run_value_learner(args, sess, net, g, env, 100)
+        _run_learner(args, sess, net, g, env, 100)
         apart = [np.abs(a - b).max() for a, b in zip(sess.run(theta_minus), sess.run(g.theta))]
     assert [T for T, _, _ in copies] == [0, 20, 40, 60, 80]
     for _, minus, theta in copies:
@@ -126,7 +117,7 @@ def test_value_methods_take_a_lost_life_as_terminal(method):
         tf.set_random_seed(0)
         args, g, (net,), _, sess = _graph("--method", method)
         _spy(sess, lambda fetches, fd, out: fetches is net.train and updates.append(fd[net.R_ph].copy()))
-        _run_value_learner(args, sess, net, g, env, 30)
+        _run_learner(args, sess, net, g, env, 30)
     assert len(updates) == 10                              # a rollout ends at each lost life: 3 steps each
     for y in updates:
         assert len(y) == 3 and y[-1] in (0.0, 1.0)         # r alone: the lost life is terminal
