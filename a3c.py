@@ -3,7 +3,7 @@
 Paper: Mnih et al., "Asynchronous Methods for Deep Reinforcement Learning", ICML 2016,
 https://arxiv.org/abs/1602.01783 -- Algorithm 3 (`actor_learner`), Algorithm 1 and S2 (one-step Q,
 one-step Sarsa, n-step Q: `value_learner`), Section 8 (network, t_max = 5, gamma = 0.99, beta = 0.01,
-shared RMSProp, exploration, the LSTM agent).
+shared RMSProp, exploration, the LSTM agent), Section 9 (continuous actions: a Gaussian policy).
 
     python a3c.py --env BreakoutNoFrameskip-v4               # the paper's Atari setting, 8 threads
     python a3c.py --env Breakout-v0 --threads 8
@@ -11,6 +11,7 @@ shared RMSProp, exploration, the LSTM agent).
     python a3c.py --env CartPole-v1 --lstm                   # A3C LSTM
     python a3c.py --env Acrobot-v1                           # the same MLP defaults learn it
     python a3c.py --env CartPole-v1 --method nstep-q         # or 1step-q, 1step-sarsa
+    python a3c.py --env Pendulum-v1                          # continuous actions (InvertedPendulum-v5, ...)
     python a3c.py --play checkpoints/CartPole-v1__1 --episodes 10
     python a3c.py --env PongNoFrameskip-v4 --workers 2 --threads 4   # cluster mode: Ray, on this machine
 README.md has what to expect; docs/a3c.md the deviations from the paper, docs/cluster.md several machines.
@@ -27,6 +28,7 @@ from a3c_checkpoints import Checkpoints  # machinery, these imports down to tf_s
 from a3c_cli import add_output_flags, check_ranges, entry_point, fill_defaults, fill_dirs, kind_help, load_tf, make_env
 from a3c_cluster import Cluster, add_flags as add_cluster_flags
 from a3c_log import Log, Shared
+from a3c_partial_run import build as build_partial_run, rollout as partial_run_rollout
 from a3c_play import play
 from a3c_threads import ctrl_c_skips, run_threads
 from cli import Parser, UserError
@@ -37,11 +39,15 @@ tf = load_tf()                                             # machinery: TF1-styl
 # authors' values but RMSProp's epsilon (the authors' 0.1 barely learned in 3M frames); the
 # classic-control MLP's come from a measured sweep. docs/a3c.md: deviations; docs/a3c-results.md: figures.
 # The value methods' I_target and epsilon annealing: the paper's 40,000 and 4M frames on Atari (agent
-# steps of 4 frames); the MLP's are a first choice, not yet swept.
-DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=1e-5, value_coef=0.5, beta=0.01, max_steps=80_000_000,
+# steps of 4 frames); the MLP's are a first choice, not yet swept. "gauss": the MLP with a Gaussian
+# policy for Box actions (Section 9: beta 1e-4, no shared parameters); the rest from a measured sweep.
+DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=1e-5, value_coef=0.5, beta=0.01, max_steps=80_000_000, reward_scale=1.0,
                         eval_every=250_000, eval_episodes=10, target_every=10_000, eps_steps=1_000_000),
-            "mlp": dict(lr=3e-3, rms_eps=0.1, value_coef=0.01, beta=0.02, max_steps=500_000, eval_every=25_000,
-                        eval_episodes=20, target_every=1_000, eps_steps=100_000)}
+            "mlp": dict(lr=3e-3, rms_eps=0.1, value_coef=0.01, beta=0.02, max_steps=500_000, reward_scale=1.0,
+                        eval_every=25_000, eval_episodes=20, eps_steps=100_000,
+                        target_every={"nstep-q": 4_000, "1step-q": 1_000, "1step-sarsa": 1_000}),
+            "gauss": dict(lr=1e-3, rms_eps=0.1, value_coef=0.5, beta=1e-4, max_steps=1_000_000, reward_scale=0.1,
+                          eval_every=50_000, eval_episodes=10)}
 MLP_LSTM = dict(value_coef=0.5, beta=0.01)  # the MLP with --lstm: what the LSTM runs used
 CELLS = 256  # LSTM cells (Section 8)
 PLAY_SEED = 20_000  # --play and the final evaluation: games apart from thread i's (seed + i), the same in both
@@ -56,15 +62,21 @@ def parse_args(argv=None):
                    "learn Q(s, a; theta)")
     p.add_argument("--threads", type=int, default=8, help="actor-learner threads (default 8; paper: 16)")
     p.add_argument("--lstm", action="store_true", help="A3C LSTM: 256 LSTM cells after the torso (Section 8)")
-    p.add_argument("--value-torso", choices=["shared", "own"], default="shared", help="classic-control MLP: V "
-                   "shares pi's torso (default, as the paper's networks do) or has its own (docs/a3c-results.md)")
+    p.add_argument("--mu", choices=["linear", "tanh"], default="linear", help="continuous actions: the mean mu "
+                   "is linear (default, Section 9) or a tanh scaled to the action bounds")
+    p.add_argument("--value-torso", choices=["shared", "own"], help="MLP: V shares pi's torso (default for "
+                   "discrete actions, as the paper's Atari networks) or has its own (default for continuous "
+                   "actions, Section 9; docs/a3c-results.md)")
     p.add_argument("--max-steps", type=int, help="global steps T (agent steps, all threads); the lr anneals to 0 "
                    "over them " + per_kind("max_steps") + "; the paper's day of Atari is about 80M")
     p.add_argument("--t-max", type=int, default=5, help="steps per rollout before an update (default and paper: 5)")
     p.add_argument("--lr", type=float, help="initial RMSProp learning rate " + per_kind("lr") +
                    "; the paper samples LogUniform(1e-4, 1e-2), 7e-4 is the authors' value")
     p.add_argument("--gamma", type=float, default=0.99, help="discount (default and paper: 0.99)")
-    p.add_argument("--beta", type=float, help=f"A3C: entropy bonus weight {per_kind('beta')}; paper: 0.01")
+    p.add_argument("--reward-scale", type=float, help="training rewards times this (scores stay raw) " +
+                   per_kind("reward_scale"))
+    p.add_argument("--beta", type=float, help=f"A3C: entropy bonus weight {per_kind('beta')}; paper: 0.01, "
+                   "1e-4 for continuous actions")
     p.add_argument("--value-coef", type=float, help="A3C: weight of the (R - V)^2 loss " + per_kind("value_coef") +
                    "; the authors' 0.5, Algorithm 3's plain gradient 1.0")
     p.add_argument("--max-grad-norm", type=float, default=40.0,
@@ -88,6 +100,7 @@ def parse_args(argv=None):
     p.add_argument("--eval-episodes", type=int, help="full games per evaluation " + per_kind("eval_episodes"))
     add_output_flags(p)                                    # machinery: --logdir ... --record
     add_cluster_flags(p)                                   # machinery: --workers, --ray-address
+    p.set_defaults(continuous=False, bounds=None)         # set from the env's action space by main and --play
     args = p.parse_args(argv)
     check_ranges(args)                                     # machinery: a bad value is one line naming its flag
     return args
@@ -125,8 +138,9 @@ def lstm(x, state):
     return h[:, 0], (c[-1], h[-1])
 
 
-def network(s, n_actions, state=None, own_v=False, q=False):
+def network(s, n_actions, state=None, own_v=False, q=False, args=None):
     """s [n, 84, 84, 4] uint8 (Atari) or [n, d] float32 -> logits [n, A], V [n], next LSTM state;
+    args.continuous (A = the Box's dimensions): (mu [n, A], sigma^2 [n, A]) instead of the logits;
     with q: Q(s, .) [n, A], None, (). Variables come from the enclosing scope."""
     if s.dtype == tf.uint8:
         x = tf.cast(s, tf.float32) / 255.0
@@ -142,9 +156,18 @@ def network(s, n_actions, state=None, own_v=False, q=False):
     # pi and V share the torso, as in the paper; --value-torso own gives the MLP's V one of its own,
     # which learnt Acrobot on every seed tried (docs/a3c-results.md)
     x_v = dense(dense(s, 64, "v_fc1", tf.tanh), 64, "v_fc2", tf.tanh) if own_v else x
-    logits = dense(x, n_actions, "pi", tf.identity, tf.random_normal_initializer(stddev=0.01))  # theta: torso + pi
+    small = tf.random_normal_initializer(stddev=0.01)      # pi starts near uniform (near mu = 0)
+    if args and args.continuous:                           # Section 9: mu linear, sigma^2 a SoftPlus of a linear
+        mu = dense(x, n_actions, "mu", tf.identity, small)
+        if args.mu == "tanh":                              # or inside the bounds: centre + half-width tanh(.)
+            low, high = (np.array(b, np.float32) for b in args.bounds)
+            mu = (high + low) / 2 + (high - low) / 2 * tf.tanh(mu)
+        sigma2 = dense(x, n_actions, "sigma2", tf.nn.softplus) + 1e-4  # a floor (not in the paper): log 0 = -inf
+        pi = (mu, sigma2)
+    else:
+        pi = dense(x, n_actions, "pi", tf.identity, small)  # the logits; theta: torso + pi
     v = dense(x_v, 1, "v", tf.identity)[:, 0]              # theta_v: torso (shared or own) + v
-    return logits, v, state if state is not None else ()  # () = no recurrent state to carry
+    return pi, v, state if state is not None else ()      # () = no recurrent state to carry
 
 
 def placeholders(obs_shape, lstm_on, n=None):
@@ -158,7 +181,7 @@ def build_global(obs_shape, n_actions, args):
     """theta, theta_v; the global step T; RMSProp whose statistics all threads share (Section 4)."""
     with tf.variable_scope("global"):
         s_ph, state_ph = placeholders(obs_shape, args.lstm)
-        network(s_ph, n_actions, state_ph, args.value_torso == "own", args.method != "a3c")
+        network(s_ph, n_actions, state_ph, args.value_torso == "own", args.method != "a3c", args)
         T = tf.get_variable("T", [], tf.int64, tf.zeros_initializer(), trainable=False)
         lr_ph = tf.placeholder(tf.float32, [], "lr")      # fed each update: linear annealing to 0
         # One optimizer applied to the global variables from every thread = shared statistics.
@@ -178,30 +201,55 @@ def build_local(scope, g, obs_shape, n_actions, args, learner=True):
     value = args.method != "a3c"
     with tf.variable_scope(scope):
         s_ph, state_ph = placeholders(obs_shape, args.lstm)
-        out, v, state = network(s_ph, n_actions, state_ph, args.value_torso == "own", value)  # logits, or Q
-        theta_local = tf.trainable_variables(scope + "/")
+        out, v, state = network(s_ph, n_actions, state_ph, args.value_torso == "own", value, args)
+        theta_local = tf.trainable_variables(scope + "/")  # out: logits, (mu, sigma^2), or Q
         copy_from_global = tf.group(*[l.assign(w) for l, w in zip(theta_local, g.theta)])  # theta' <- theta
-        net = types.SimpleNamespace(s_ph=s_ph, state_ph=state_ph, pi=tf.nn.softmax(out), v=v, state=state,
-                                    copy_from_global=copy_from_global)
-        if value:  # epsilon-greedy on Q(s, .; theta'), as a distribution: sample() and play_games serve all four
+        net = types.SimpleNamespace(s_ph=s_ph, state_ph=state_ph, v=v, state=state, copy_from_global=copy_from_global)
+        if args.continuous:                                # N(mu, sigma^2): what sample() draws from
+            net.mu, net.sigma2 = net.policy = out          # [n, A] each
+        elif value:  # epsilon-greedy on Q(s, .; theta'), as a distribution: sample() and play_games serve all four
             net.q = out                                    # Q(s, .; theta')  [n, A]
             net.eps_ph = tf.placeholder_with_default(np.float32(args.eval_eps), [], "eps")
             net.pi = net.eps_ph / n_actions + (1 - net.eps_ph) * tf.one_hot(tf.argmax(out, 1), n_actions)
+        else:
+            net.pi = tf.nn.softmax(out)                    # pi(. | s; theta')  [n, A]
+        if not args.continuous:
+            net.policy = (net.pi,)
         if learner:
-            net.a_ph = tf.placeholder(tf.int32, [None], "a")
+            net.a_ph = tf.placeholder(tf.float32, [None, n_actions], "a") if args.continuous else \
+                tf.placeholder(tf.int32, [None], "a")
             net.R_ph = tf.placeholder(tf.float32, [None], "R")  # A3C's and n-step Q's R, the one-step methods' y
-            loss, stats, n = q_loss(out, net.a_ph, net.R_ph) if value else a3c_loss(out, v, net.a_ph, net.R_ph, args)
+            if value:
+                loss, stats, n = q_loss(out, net.a_ph, net.R_ph)
+            else:                                          # log pi(a_i|s_i; theta') [n], H(pi(s_i; theta')) [n]
+                log_pi_a, H = gaussian(*out, net.a_ph) if args.continuous else categorical(out, net.a_ph)
+                loss, stats, n = a3c_loss(log_pi_a, H, v, net.R_ph, args)
+                if args.continuous:                        # TensorBoard losses/sigma
+                    stats["sigma"] = tf.reduce_mean(tf.sqrt(net.sigma2))
             net.train, net.grads, net.clipped = clipped_update(loss, stats, n, theta_local, g, args)
-    net.pr = build_partial_run(scope, g, obs_shape, n_actions, args) if learner and args.partial_run else None
+    net.pr = build_partial_run(scope, g, obs_shape, n_actions, args, sys.modules[__name__]) \
+        if learner and args.partial_run else None
     return net
 
 
-def a3c_loss(logits, v, a_ph, R_ph, args, mask=1.0):
-    """Algorithm 3's loss from one rollout: logits [n, A], v [n] of s_t_start .. s_t-1, returns R [n]."""
+def categorical(logits, a_ph):
+    """Discrete actions: log pi(a_i|s_i; theta') and H(pi(s_i; theta')), each [n], from logits [n, A]."""
     log_pi = tf.nn.log_softmax(logits)                     # log_softmax, not log(softmax): no NaN on underflow
-    log_pi_a = tf.reduce_sum(log_pi * tf.one_hot(a_ph, logits.shape[-1]), 1)  # log pi(a_i|s_i; theta')  [n]
+    log_pi_a = tf.reduce_sum(log_pi * tf.one_hot(a_ph, logits.shape[-1]), 1)
+    return log_pi_a, -tf.reduce_sum(tf.exp(log_pi) * log_pi, 1)
+
+
+def gaussian(mu, sigma2, a_ph):
+    """Box actions (Section 9): the same two for N(mu, sigma^2), mu, sigma2, a [n, A], summed over dimensions.
+    a is the unclipped sample: the env clips what it is sent, the gradient follows what was drawn."""
+    log_pi_a = -0.5 * tf.reduce_sum(tf.square(a_ph - mu) / sigma2 + tf.log(2 * np.pi * sigma2), 1)
+    H = 0.5 * tf.reduce_sum(tf.log(2 * np.pi * sigma2) + 1.0, 1)  # the paper's cost -1/2 (log 2 pi sigma^2 + 1)
+    return log_pi_a, H                                     # with the sign of an entropy
+
+
+def a3c_loss(log_pi_a, entropy, v, R_ph, args, mask=1.0):
+    """Algorithm 3's loss from one rollout: log pi(a_i|s_i) [n], H [n], v [n] of s_t_start .. s_t-1, R [n]."""
     advantage = tf.stop_gradient(R_ph - v)                 # R - V(s_i; theta'_v): a constant for the policy
-    entropy = -tf.reduce_sum(tf.exp(log_pi) * log_pi, 1)   # H(pi(s_i; theta'))  [n]
     # Algorithm 3 ascends log pi * (R - V) + beta H; we minimise, so both enter with a minus (else H shrinks)
     policy_loss = -tf.reduce_sum(mask * (log_pi_a * advantage + args.beta * entropy))
     value_loss = tf.reduce_sum(mask * tf.square(R_ph - v))  # (R - V(s_i; theta'_v))^2
@@ -229,24 +277,6 @@ def clipped_update(loss, stats, n, theta_local, g, args):
     return dict(T=T, **stats), [d for d, _ in grads_and_vars], d_theta
 
 
-def build_partial_run(scope, g, obs_shape, n_actions, args):
-    """The slides' variant: t_max + 1 batch-1 copies of the thread's network (shared weights), so that
-    partial_run keeps the forward passes that chose the actions and the update reuses them."""
-    with tf.variable_scope(scope, reuse=True):
-        s = [placeholders(obs_shape, False, 1)[0] for _ in range(args.t_max + 1)]
-        out = [network(s_k, n_actions, None, args.value_torso == "own") for s_k in s]
-        pr = types.SimpleNamespace(s=s, pi=[tf.nn.softmax(lg) for lg, _, _ in out[:-1]], v_boot=out[-1][1],
-                                   a_ph=tf.placeholder(tf.int32, [args.t_max]),
-                                   R_ph=tf.placeholder(tf.float32, [args.t_max]),
-                                   mask_ph=tf.placeholder(tf.float32, [args.t_max]))  # 0: padding after a terminal
-        logits = tf.concat([o[0] for o in out[:-1]], 0)    # the acting copies' outputs, as one rollout's
-        v = tf.concat([o[1] for o in out[:-1]], 0)
-        theta_local = tf.trainable_variables(scope + "/")
-        loss, stats, n = a3c_loss(logits, v, pr.a_ph, pr.R_ph, args, pr.mask_ph)
-        pr.train, pr.grads, pr.clipped = clipped_update(loss, stats, n, theta_local, g, args)
-    return pr
-
-
 # ---------------------------------------------------------------- Algorithm 3, one actor-learner thread
 def n_step_returns(rewards, R, gamma):
     """R <- r_i + gamma R for i = t-1 down to t_start (Algorithm 3). R: 0 or V(s_t)."""
@@ -257,7 +287,11 @@ def n_step_returns(rewards, R, gamma):
     return out
 
 
-def sample(rng, pi):
+def sample(rng, policy):
+    """a ~ pi(. | s): policy = (pi [A],) for discrete actions, (mu [A], sigma^2 [A]) for a Box."""
+    if len(policy) == 2:                                   # unclipped: the env clips (atari_env.VectorObsEnv)
+        return rng.normal(policy[0], np.sqrt(policy[1])).astype(np.float32)
+    pi, = policy
     return min(int(np.searchsorted(np.cumsum(pi), rng.random() * pi.sum())), len(pi) - 1)
 
 
@@ -281,18 +315,18 @@ def actor_learner(i, sess, net, g, env, args, shared, stop):
         lr = learning_rate(args, shared.T)
         with shared.cores:                                 # one rollout per core at a time (a3c_log.Shared)
             if args.partial_run:                           # same algorithm, the slides' way (below)
-                s = partial_run_rollout(sess, net.pr, net, g, env, s, rng, lr, args, shared, i)
+                s = partial_run_rollout(sess, net.pr, net, g, env, s, rng, lr, args, shared, i, sys.modules[__name__])
                 continue
             sess.run(net.copy_from_global)                 # synchronise theta' <- theta, theta'_v <- theta_v
             state_start = state                            # the update unrolls the LSTM from here
             states, actions, rewards = [], [], []
             for t in range(args.t_max):                    # t_start .. t_start + t_max - 1
-                pi, state = sess.run((net.pi, net.state), feed(net, s[None], state))
-                a = sample(rng, pi[0])                     # a_t ~ pi(a_t | s_t; theta')
+                policy, state = sess.run((net.policy, net.state), feed(net, s[None], state))
+                a = sample(rng, [p[0] for p in policy])    # a_t ~ pi(a_t | s_t; theta')
                 states.append(s)
                 actions.append(a)
                 s, r, done, info = env.step(a)
-                rewards.append(r)
+                rewards.append(args.reward_scale * r)       # 1 but for continuous actions (DEFAULTS)
                 shared.record(i, info)
                 if done:
                     break
@@ -305,39 +339,6 @@ def actor_learner(i, sess, net, g, env, args, shared, stop):
             shared.update(sess.run(net.train, fd))         # one asynchronous update of theta, theta_v
         if done:
             state = zero_state(args)                       # a new training episode starts with a fresh LSTM state
-
-
-def partial_run_rollout(sess, pr, net, g, env, s, rng, lr, args, shared, i):
-    """Algorithm 3's rollout with partial_run: each step runs only its own copy of the network; the
-    update reuses those activations. TF 2.21 keeps part of every fed tensor (docs/a3c-results.md): not the default."""
-    t_max = args.t_max
-    sess.run(net.copy_from_global)
-    fetches = pr.pi + [pr.v_boot] + list(pr.train.values())
-    h = sess.partial_run_setup(fetches, pr.s + [pr.a_ph, pr.R_ph, pr.mask_ph, g.lr_ph])
-    actions, rewards = [], []
-    for k in range(t_max):
-        a = sample(rng, sess.partial_run(h, pr.pi[k], {pr.s[k]: s[None]})[0])
-        actions.append(a)
-        s, r, done, info = env.step(a)
-        rewards.append(r)
-        shared.record(i, info)
-        if done:
-            break
-    n = len(rewards)
-    zero = np.zeros((1, *s.shape), s.dtype)
-    fd = {pr.s[k]: zero for k in range(n, t_max)}          # padded, masked steps finish the handle
-    if done and not info["truncated"]:
-        R = 0.0                                            # terminal s_t
-        fd[pr.s[t_max]] = zero                             # the unused bootstrap copy, fed to finish the handle
-    else:
-        R = sess.partial_run(h, pr.v_boot, {pr.s[t_max]: (info["final_obs"] if done else s)[None]})[0]
-    returns = n_step_returns(rewards, R, args.gamma)
-    fd.update({pr.a_ph: np.pad(actions, (0, t_max - n)), pr.R_ph: np.pad(returns, (0, t_max - n)),
-               pr.mask_ph: (np.arange(t_max) < n).astype(np.float32), g.lr_ph: lr})
-    left = pr.pi[n:] + ([pr.v_boot] if pr.s[t_max] in fd else [])  # fetches the handle has not given yet
-    vals = sess.partial_run(h, left + list(pr.train.values()), fd)[len(left):]
-    shared.update(dict(zip(pr.train, vals)))
-    return s
 
 
 # ---------------------------------------------------------------- Algorithms 1 and S2, one value-based thread
@@ -374,14 +375,14 @@ def value_learner(i, sess, net, g, env, args, shared, stop):
                 g.target_T = shared.T                      # to see T pass it copies (one copy per process)
                 sess.run(g.update_target)                  # theta^- <- theta
             sess.run(net.copy_from_global)                 # theta' <- theta
-            act = lambda s_: sample(rng, sess.run(net.pi, {net.s_ph: s_[None], net.eps_ph: eps})[0])  # noqa: E731
+            act = lambda s_: sample(rng, (sess.run(net.pi, {net.s_ph: s_[None], net.eps_ph: eps})[0],))  # noqa: E731
             a = act(s) if a is None else a                 # else chosen in s, with the previous theta'
             states, actions, rewards, nexts, next_actions = [], [], [], [], []
             for t in range(args.t_max):
                 states.append(s)
                 actions.append(a)
                 s, r, done, info = env.step(a)
-                rewards.append(r)
+                rewards.append(args.reward_scale * r)
                 shared.record(i, info)
                 nexts.append(info["final_obs"] if info["game_over"] else s)  # a lost life: the game goes on in s
                 a = act(nexts[-1])                         # a' in s': the next action (Sarsa's a')
@@ -404,13 +405,15 @@ LEARNERS = dict(a3c=actor_learner, **{method: value_learner for method in TARGET
 # ---------------------------------------------------------------- evaluation (the protocol of --play)
 def play_games(sess, net, env, n, rng, args, stop=None, on_step=None):
     """n full games (up to 30 no-op starts, at most 108,000 frames, a lost life ends nothing),
-    actions sampled from pi as in training. Returns the raw scores."""
+    actions sampled from pi as in training; for continuous actions the mean mu, the policy's own choice
+    without the exploration noise sigma (as continuous-control papers report). Returns the raw scores."""
     scores = []
     s = env.reset()
     state = zero_state(args)
     while len(scores) < n and not (stop and stop.is_set()):
-        pi, state = sess.run((net.pi, net.state), feed(net, s[None], state))
-        s, _, _, info = env.step(sample(rng, pi[0]))
+        policy, state = sess.run((net.policy, net.state), feed(net, s[None], state))
+        a = policy[0][0] if args.continuous else sample(rng, [p[0] for p in policy])  # continuous: the mean mu
+        s, _, _, info = env.step(a)
         if on_step:
             on_step(info)
         if info["game_over"] or info.get("life_lost"):
@@ -448,9 +451,10 @@ def main(argv, signals):
     threads = 0 if args.workers else args.threads
     envs = [make_env(args.env, args.seed + i, **env_kw) for i in range(threads)]
     eval_env = make_env(args.env, args.seed + 10_000, training=False, **env_kw)
-    obs_shape, n_actions = eval_env.observation_space.shape, int(eval_env.action_space.n)
-    kind = fill_defaults(args, obs_shape, DEFAULTS, MLP_LSTM)  # the network's own defaults, unless given
-    checkpoint = Checkpoints(args, obs_shape, n_actions, kind)  # machinery: --resume, or refused
+    obs_shape, (n_actions, args.bounds) = eval_env.observation_space.shape, atari_env.actions(eval_env.action_space)
+    args.continuous = args.bounds is not None              # a Box action: the Gaussian policy
+    kind = fill_defaults(args, obs_shape, args.continuous, DEFAULTS, MLP_LSTM)  # the network's defaults, unless given
+    checkpoint = Checkpoints(args, obs_shape, n_actions, eval_env.action_space, kind)  # machinery: --resume, or refused
     print(atari_env.describe(args.env, args.vector_env, args.fire_reset), flush=True)
     # graph: theta, theta_v, T; each thread's theta'; the evaluator's copy
     tf.set_random_seed(args.seed)

@@ -1,7 +1,7 @@
 """a3c.py's checkpoints, and how a run starts from one.
 
     <dir>/step-<T>/model.*   TF's Saver: theta, theta_v, T (global/...), RMSProp's slots (global/<w>/RMSProp, _1)
-    <dir>/latest.json        env, obs_shape, n_actions, network, lstm, fire_reset, value_torso, T, dir
+    <dir>/latest.json        env, obs_shape, n_actions, action_space, network, lstm, fire_reset, value_torso, method, mu, T, dir
 
 Saved atomically (safe_files): a crash at any moment leaves the old checkpoint or the new one.
 A run never deletes or replaces what it did not write itself."""
@@ -55,15 +55,18 @@ def load_meta(ckpt_dir):
     return meta
 
 
-def check_meta(meta, ckpt_dir, env_id, obs_shape, n_actions, lstm, value_torso=None, method="a3c"):
+def check_meta(meta, ckpt_dir, env_id, obs_shape, n_actions, lstm, value_torso=None, method="a3c", action_space=None,
+               mu=None):
     """The checkpoint holds the network this run builds, or one UserError line says what differs."""
     saved = meta.get("method", "a3c")                      # checkpoints from before the flag: a3c
     if saved != method:
         raise UserError(f"checkpoint {ckpt_dir} holds a --method {saved} network, not {method}; "
                         f"use --method {saved} with it")
-    if meta["env"] != env_id or tuple(meta["obs_shape"]) != tuple(obs_shape) or meta["n_actions"] != n_actions:
+    saved_space = meta.get("action_space", action_space)  # checkpoints from before continuous actions: unchecked
+    if meta["env"] != env_id or tuple(meta["obs_shape"]) != tuple(obs_shape) or meta["n_actions"] != n_actions \
+            or saved_space != action_space:
         raise UserError(f"checkpoint {ckpt_dir} is for {meta['env']} (obs {tuple(meta['obs_shape'])}, "
-                        f"{meta['n_actions']} actions), not {env_id}")
+                        f"actions {saved_space or meta['n_actions']}), not {env_id} (actions {action_space})")
     if meta["lstm"] != lstm:
         raise UserError(f"checkpoint {ckpt_dir} holds {'an LSTM' if meta['lstm'] else 'a feed-forward'} network; "
                         f"{'add' if meta['lstm'] else 'drop'} --lstm")
@@ -71,6 +74,8 @@ def check_meta(meta, ckpt_dir, env_id, obs_shape, n_actions, lstm, value_torso=N
     if value_torso and saved_torso != value_torso:
         raise UserError(f"checkpoint {ckpt_dir} holds a network with --value-torso {saved_torso}; "
                         f"resume it with that")
+    if mu and meta.get("mu", "linear") != mu:
+        raise UserError(f"checkpoint {ckpt_dir} holds a network with --mu {meta.get('mu', 'linear')}; resume it with that")
 
 
 def for_play(args):
@@ -79,6 +84,7 @@ def for_play(args):
     args.env = args.env or meta["env"]
     args.lstm = args.lstm or meta["lstm"]                  # a mismatch is refused by check_meta
     args.value_torso = meta.get("value_torso", "shared")
+    args.mu = meta.get("mu", "linear")                     # checkpoints from before the flag: linear
     args.method = args.method or meta.get("method", "a3c")  # a mismatch is refused by check_meta
     args.fire_reset = meta.get("fire_reset", True) and args.fire_reset
     return meta
@@ -109,9 +115,10 @@ class Checkpoints:
     that holds a run is continued (--resume), replaced only on request (--overwrite), or refused.
     In cluster mode `sync` first pulls the parameter server's state into this graph."""
 
-    def __init__(self, args, obs_shape, n_actions, network):
-        meta = dict(env=args.env, obs_shape=list(obs_shape), n_actions=n_actions, network=network, lstm=args.lstm,
-                    fire_reset=args.fire_reset, value_torso=args.value_torso, method=args.method)
+    def __init__(self, args, obs_shape, n_actions, action_space, network):
+        meta = dict(env=args.env, obs_shape=list(obs_shape), n_actions=n_actions, action_space=str(action_space),
+                    network=network, lstm=args.lstm,
+                    fire_reset=args.fire_reset, value_torso=args.value_torso, method=args.method, mu=args.mu)
         self.dir, self.meta, self.saved, self.mine = args.checkpoint_dir, meta, None, []
         self.interval, self.sync = args.save_interval, None
         writable_dir(args.checkpoint_dir, "--checkpoint-dir")
@@ -120,7 +127,7 @@ class Checkpoints:
             self.saved = load_meta(args.checkpoint_dir)
             self.mine = [self.saved["dir"]]
             check_meta(self.saved, args.checkpoint_dir, args.env, meta["obs_shape"], meta["n_actions"],
-                       args.lstm, args.value_torso, args.method)
+                       args.lstm, args.value_torso, args.method, meta["action_space"], args.mu)
         elif os.path.exists(os.path.join(args.checkpoint_dir, "latest.json")) and not args.overwrite:
             raise UserError(f"{args.checkpoint_dir} already holds a checkpoint; continue it with --resume, "
                             f"choose another --checkpoint-dir, or start afresh there with --overwrite")

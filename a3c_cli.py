@@ -30,7 +30,7 @@ def check_ranges(args):
     at_least_1, positive, at_least_0 = (lambda x: x >= 1, ">= 1"), (lambda x: x > 0, "> 0"), (lambda x: x >= 0, ">= 0")
     rules = dict(threads=at_least_1, t_max=at_least_1, max_steps=at_least_1, workers=at_least_1,
                  episodes=at_least_1, eval_episodes=at_least_1, lr=positive, rms_eps=positive,
-                 max_grad_norm=positive, save_interval=positive, gamma=(lambda x: 0 <= x <= 1, "in [0, 1]"),
+                 max_grad_norm=positive, save_interval=positive, reward_scale=positive, gamma=(lambda x: 0 <= x <= 1, "in [0, 1]"),
                  rms_decay=(lambda x: 0 <= x < 1, "in [0, 1)"), beta=at_least_0, value_coef=at_least_0,
                  eval_every=(lambda x: x >= 0, ">= 0 (0 = off)"), target_every=at_least_1, eps_steps=at_least_1,
                  eval_eps=(lambda x: 0 <= x <= 1, "in [0, 1]"),
@@ -54,25 +54,34 @@ def check_ranges(args):
 
 def kind_help(defaults, mlp_lstm):
     """For a flag whose default depends on the network: its help's '(default: Atari CNN ..., ...)'."""
-    def fmt(v):
+    names = dict(cnn="Atari CNN", mlp="classic-control MLP", gauss="continuous-action MLP")
+
+    def fmt(v):                                            # a dict: one value per --method
+        if isinstance(v, dict):
+            return " or ".join(f"{fmt(x)} ({', '.join(m for m in v if v[m] == x)})" for x in dict.fromkeys(v.values()))
         return f"{v:,}" if isinstance(v, int) else f"{v:g}"
 
     def per_kind(name):
         lstm = f", {fmt(mlp_lstm[name])} with --lstm" if name in mlp_lstm else ""
-        return f"(default: Atari CNN {fmt(defaults['cnn'][name])}, classic-control MLP " \
-               f"{fmt(defaults['mlp'][name])}{lstm})"
+        return "(default: " + ", ".join(f"{names[k]} {fmt(d[name])}" + (lstm if k == "mlp" else "")
+                                        for k, d in defaults.items() if name in d) + ")"
     return per_kind
 
 
-def fill_defaults(args, obs_shape, defaults, mlp_lstm):
+def fill_defaults(args, obs_shape, continuous, defaults, mlp_lstm):
     """The defaults that depend on the network: the CNN's for Atari frames, the MLP's for vectors
-    (`mlp_lstm` over those with --lstm). Returns the network's kind, as latest.json records it."""
-    kind = "cnn" if len(obs_shape) == 3 else "mlp"
-    if args.value_torso == "own" and (kind == "cnn" or args.lstm):
+    (`mlp_lstm` over those with --lstm), the Gaussian policy's for Box actions. Returns the network's
+    kind, as latest.json records it."""
+    kind = "cnn" if len(obs_shape) == 3 else "gauss" if continuous else "mlp"
+    if kind == "gauss" and (args.method != "a3c" or args.partial_run):
+        flag = "--partial-run" if args.method == "a3c" else f"--method {args.method}"
+        raise UserError(f"{flag} needs discrete actions, and {args.env} has continuous ones; drop {flag}")
+    args.value_torso = args.value_torso or ("own" if kind == "gauss" else "shared")  # Section 9: no sharing
+    if args.value_torso == "own" and (kind == "cnn" or args.lstm and kind == "mlp"):
         raise UserError("--value-torso own is for the feed-forward MLP (vector observations, no --lstm)")
     for name, value in dict(defaults[kind], **(mlp_lstm if kind == "mlp" and args.lstm else {})).items():
         if getattr(args, name) is None:
-            setattr(args, name, value)
+            setattr(args, name, value.get(args.method) if isinstance(value, dict) else value)  # dict: per --method
     return kind
 
 

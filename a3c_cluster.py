@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 
+import atari_env
 from a3c_cli import PROG, make_env
 from a3c_log import Shared
 from cli import UserError, first_line, warn
@@ -153,7 +154,7 @@ class Worker:
         first = index * args.threads
         env_kw = dict(vector=args.vector_env, fire_reset=args.fire_reset)
         envs = [make_env(args.env, args.seed + first + i, **env_kw) for i in range(args.threads)]
-        obs_shape, n_actions = envs[0].observation_space.shape, int(envs[0].action_space.n)
+        obs_shape, n_actions = envs[0].observation_space.shape, atari_env.actions(envs[0].action_space)[0]
         with tf.Graph().as_default():
             tf.set_random_seed(args.seed + first)
             g = a3c.build_global(obs_shape, n_actions, args)  # theta as last pulled: what copy_from_global reads

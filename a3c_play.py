@@ -14,8 +14,8 @@ def open_play(args, seed):
     (or None). Prints the env line, as training does."""
     meta = for_play(args)                                  # the network flags follow the checkpoint
     env = make_env(args.env, seed, training=False, render=bool(args.record), fire_reset=args.fire_reset)
-    check_meta(meta, args.play, args.env, env.observation_space.shape, int(env.action_space.n), args.lstm,
-               method=args.method)
+    check_meta(meta, args.play, args.env, env.observation_space.shape, atari_env.actions(env.action_space)[0],
+               args.lstm, method=args.method, action_space=str(env.action_space))
     video = open_video(args.record, env, args.env) if args.record else None
     print(atari_env.describe(args.env, False, args.fire_reset), flush=True)
     return env, meta, video
@@ -46,7 +46,8 @@ def play(args, paper):
     tf = paper.tf
     env, meta, video = open_play(args, args.seed + paper.PLAY_SEED)
     obs_shape = env.observation_space.shape
-    n_actions = int(env.action_space.n)
+    n_actions, args.bounds = atari_env.actions(env.action_space)
+    args.continuous = args.bounds is not None
     tf.set_random_seed(args.seed)
     args.rms_eps = 0.1                                     # build_global makes an optimizer; --play never uses it
     g = paper.build_global(obs_shape, n_actions, args)

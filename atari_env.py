@@ -224,12 +224,18 @@ class VectorAtariEnv:
 
 
 class VectorObsEnv:
-    """CartPole-v1, Acrobot-v1, ...: observations and rewards unchanged, same interface."""
+    """CartPole-v1, Acrobot-v1, Pendulum-v1, ...: observations and rewards unchanged, same interface.
+    A Box action is clipped to the space's bounds on its way in (gymnasium's ClipAction), so the
+    agent's unclipped sample is what its log-probability is of; action_space keeps the bounds."""
 
     def __init__(self, env_id, seed=0, training=True, render=False):
+        if "mujoco" in str(gym.spec(env_id).entry_point):
+            quiet_mujoco()
         self.env = gym.make(env_id, render_mode="rgb_array" if render else None)
         self.seed = seed
         self.observation_space, self.action_space = self.env.observation_space, self.env.action_space
+        if isinstance(self.action_space, gym.spaces.Box):
+            self.env = gym.wrappers.ClipAction(self.env)   # its own action_space is unbounded
 
     def reset(self, seed=None):
         obs, _ = self.env.reset(seed=self.seed if seed is None else seed)
@@ -256,6 +262,23 @@ class VectorObsEnv:
         self.env.close()
 
 
+_mujoco_said = set()
+
+
+def quiet_mujoco():
+    """MuJoCo's warnings go to stderr once each, not to a MUJOCO_LOG.TXT in the working directory
+    (mujoco 4.0 warns at every load of gymnasium's models: 'settotalmass' is deprecated)."""
+    import sys
+
+    import mujoco
+
+    def warn(msg):
+        if msg not in _mujoco_said:
+            _mujoco_said.add(msg)
+            print(f"mujoco: {msg}", file=sys.stderr, flush=True)
+    mujoco.set_mju_user_warning(warn)
+
+
 def vector_ok(env_id):
     """Can AtariVectorEnv run this id? (It needs a fixed frameskip.)"""
     return env_id in gym.registry and is_atari(env_id) and not isinstance(gym.spec(env_id).kwargs.get("frameskip", 4), tuple)
@@ -270,17 +293,24 @@ def make_env(env_id, seed=0, vector=False, training=True, render=False, fire_res
         if vector:
             raise EnvError(f"--vector-env is for Atari ids only, not {env_id}")
         env = VectorObsEnv(env_id, seed, training, render=render)
-    obs_space = env.observation_space
-    if not isinstance(env.action_space, gym.spaces.Discrete):
+    obs_space, space = env.observation_space, env.action_space
+    if not (isinstance(space, gym.spaces.Discrete) or isinstance(space, gym.spaces.Box) and len(space.shape) == 1
+            and len(obs_space.shape) == 1 and np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
         env.close()
-        kind = "a continuous" if isinstance(env.action_space, gym.spaces.Box) else "an unsupported"
-        raise EnvError(f"{env_id} has {kind} action space {env.action_space}; a3c.py handles discrete actions "
-                       f"(gymnasium.spaces.Discrete) only")
+        raise EnvError(f"{env_id} has action space {space}; a3c.py handles discrete actions (gymnasium.spaces."
+                       f"Discrete) and, with vector observations, bounded 1-D Box actions only")
     if not isinstance(obs_space, gym.spaces.Box) or (len(obs_space.shape) != 1 and obs_space.shape != (SIZE, SIZE, FRAMES)):
         env.close()
         raise EnvError(f"{env_id} has observation space {obs_space}; a3c.py handles Atari frames and flat "
                        f"vector observations (a 1-D Box) only")
     return env
+
+
+def actions(space):
+    """(n, bounds): the number of discrete actions and None, or a Box's dimensions and its (low, high)."""
+    if isinstance(space, gym.spaces.Box):
+        return int(space.shape[0]), (space.low.astype(float).tolist(), space.high.astype(float).tolist())
+    return int(space.n), None
 
 
 def add_flags(p):

@@ -62,11 +62,13 @@ class Bandit(FixedLengthEnv):
         return self.reset(), float(a), done, info
 
 
-def _graph(*flags, obs_shape=(4,), n_actions=2, threads=1):
+def _graph(*flags, obs_shape=(4,), n_actions=2, threads=1, continuous=False):
     """a3c.py's graph for a vector env, in the current default graph, with a fresh session.
-    With --partial-run each learner's net.pr is the slides' per-step copy."""
+    With --partial-run each learner's net.pr is the slides' per-step copy; continuous: a Box
+    action of n_actions dimensions, the Gaussian policy."""
     args = a3c.parse_args(["--env", "CartPole-v1", *flags])
-    a3c.fill_defaults(args, obs_shape, a3c.DEFAULTS, a3c.MLP_LSTM)
+    args.continuous = continuous
+    a3c.fill_defaults(args, obs_shape, args.continuous, a3c.DEFAULTS, a3c.MLP_LSTM)
     g = a3c.build_global(obs_shape, n_actions, args)
     nets = [a3c.build_local(f"thread_{i}", g, obs_shape, n_actions, args) for i in range(threads)]
     probe = a3c.build_local("probe", g, obs_shape, n_actions, args, learner=False)  # reads theta after a copy
@@ -321,10 +323,10 @@ def test_partial_run_memory_flat_over_short_episodes():
         shared = a3c.Shared(0, 1)
         obs, rng = env.reset(), np.random.default_rng(0)
         for _ in range(300):
-            obs = a3c.partial_run_rollout(sess, pr, net, g, env, obs, rng, 1e-3, args, shared, 0)
+            obs = a3c.partial_run_rollout(sess, pr, net, g, env, obs, rng, 1e-3, args, shared, 0, a3c)
         start = _rss_mb()
         for _ in range(1500):
-            obs = a3c.partial_run_rollout(sess, pr, net, g, env, obs, rng, 1e-3, args, shared, 0)
+            obs = a3c.partial_run_rollout(sess, pr, net, g, env, obs, rng, 1e-3, args, shared, 0, a3c)
         finished = _rss_mb() - start
         # control: the same number of handles left unfinished does leak (~48 KB each here)
         start = _rss_mb()
