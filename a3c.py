@@ -36,18 +36,17 @@ from tf_session import session
 
 tf = load_tf()                                             # machinery: TF1-style graphs, TensorFlow's start-up quiet
 # Defaults that depend on the network, which the env decides. The Atari CNN keeps the paper's and the
-# authors' values but RMSProp's epsilon (the authors' 0.1 barely learned in 3M frames); the
-# classic-control MLP's come from a measured sweep. docs/a3c.md: deviations; docs/a3c-results.md: figures.
-# The value methods' I_target and epsilon annealing: the paper's 40,000 and 4M frames on Atari (agent
-# steps of 4 frames); the MLP's are a first choice, not yet swept. "gauss": the MLP with a Gaussian
-# policy for Box actions (Section 9: beta 1e-4, no shared parameters); the rest from a measured sweep.
-DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=1e-5, value_coef=0.5, beta=0.01, max_steps=80_000_000, reward_scale=1.0,
-                        eval_every=250_000, eval_episodes=10, target_every=10_000, eps_steps=1_000_000),
-            "mlp": dict(lr=3e-3, rms_eps=0.1, value_coef=0.01, beta=0.02, max_steps=500_000, reward_scale=1.0,
-                        eval_every=25_000, eval_episodes=20, eps_steps=100_000,
+# authors' values but RMSProp's epsilon (the authors' 0.1 barely learned in 3M frames); the value
+# methods' I_target and epsilon annealing there are the paper's 40,000 and 4M frames. The MLP's, and
+# those of "gauss" (the MLP with the Gaussian policy for Box actions), come from measured sweeps.
+# docs/a3c.md: deviations from the paper; docs/a3c-results.md: figures.
+DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=1e-5, value_coef=0.5, beta=0.01, gamma=0.99, max_steps=80_000_000,
+                        reward_scale=1.0, eval_every=250_000, eval_episodes=10, target_every=10_000, eps_steps=1_000_000),
+            "mlp": dict(lr=3e-3, rms_eps=0.1, value_coef=0.01, beta=0.02, gamma=0.99, max_steps=500_000,
+                        reward_scale=1.0, eval_every=25_000, eval_episodes=20, eps_steps=100_000,
                         target_every={"nstep-q": 4_000, "1step-q": 1_000, "1step-sarsa": 1_000}),
-            "gauss": dict(lr=1e-3, rms_eps=0.1, value_coef=0.5, beta=1e-4, max_steps=1_000_000, reward_scale=0.1,
-                          eval_every=50_000, eval_episodes=10)}
+            "gauss": dict(lr=1e-3, rms_eps=0.1, value_coef=5.0, beta=0.01, gamma=0.9, max_steps=1_000_000,
+                          reward_scale=0.1, eval_every=50_000, eval_episodes=10)}
 MLP_LSTM = dict(value_coef=0.5, beta=0.01)  # the MLP with --lstm: what the LSTM runs used
 CELLS = 256  # LSTM cells (Section 8)
 PLAY_SEED = 20_000  # --play and the final evaluation: games apart from thread i's (seed + i), the same in both
@@ -62,8 +61,8 @@ def parse_args(argv=None):
                    "learn Q(s, a; theta)")
     p.add_argument("--threads", type=int, default=8, help="actor-learner threads (default 8; paper: 16)")
     p.add_argument("--lstm", action="store_true", help="A3C LSTM: 256 LSTM cells after the torso (Section 8)")
-    p.add_argument("--mu", choices=["linear", "tanh"], default="linear", help="continuous actions: the mean mu "
-                   "is linear (default, Section 9) or a tanh scaled to the action bounds")
+    p.add_argument("--mu", choices=["linear", "tanh"], default="tanh", help="continuous actions: the mean mu "
+                   "is a tanh scaled to the action bounds (default) or linear (Section 9)")
     p.add_argument("--value-torso", choices=["shared", "own"], help="MLP: V shares pi's torso (default for "
                    "discrete actions, as the paper's Atari networks) or has its own (default for continuous "
                    "actions, Section 9; docs/a3c-results.md)")
@@ -72,7 +71,7 @@ def parse_args(argv=None):
     p.add_argument("--t-max", type=int, default=5, help="steps per rollout before an update (default and paper: 5)")
     p.add_argument("--lr", type=float, help="initial RMSProp learning rate " + per_kind("lr") +
                    "; the paper samples LogUniform(1e-4, 1e-2), 7e-4 is the authors' value")
-    p.add_argument("--gamma", type=float, default=0.99, help="discount (default and paper: 0.99)")
+    p.add_argument("--gamma", type=float, help=f"discount {per_kind('gamma')}; paper: 0.99")
     p.add_argument("--reward-scale", type=float, help="training rewards times this (scores stay raw) " +
                    per_kind("reward_scale"))
     p.add_argument("--beta", type=float, help=f"A3C: entropy bonus weight {per_kind('beta')}; paper: 0.01, "

@@ -74,8 +74,9 @@ def check_meta(meta, ckpt_dir, env_id, obs_shape, n_actions, lstm, value_torso=N
     if value_torso and saved_torso != value_torso:
         raise UserError(f"checkpoint {ckpt_dir} holds a network with --value-torso {saved_torso}; "
                         f"resume it with that")
-    if mu and meta.get("mu", "linear") != mu:
-        raise UserError(f"checkpoint {ckpt_dir} holds a network with --mu {meta.get('mu', 'linear')}; resume it with that")
+    if mu and (meta.get("mu") or "linear") != mu:        # continuous checkpoints from before the flag: linear
+        raise UserError(f"checkpoint {ckpt_dir} holds a network with --mu {meta.get('mu') or 'linear'}; "
+                        f"resume it with that")
 
 
 def for_play(args):
@@ -84,7 +85,7 @@ def for_play(args):
     args.env = args.env or meta["env"]
     args.lstm = args.lstm or meta["lstm"]                  # a mismatch is refused by check_meta
     args.value_torso = meta.get("value_torso", "shared")
-    args.mu = meta.get("mu", "linear")                     # checkpoints from before the flag: linear
+    args.mu = meta.get("mu") or "linear"                   # checkpoints from before the flag: linear mu
     args.method = args.method or meta.get("method", "a3c")  # a mismatch is refused by check_meta
     args.fire_reset = meta.get("fire_reset", True) and args.fire_reset
     return meta
@@ -118,7 +119,8 @@ class Checkpoints:
     def __init__(self, args, obs_shape, n_actions, action_space, network):
         meta = dict(env=args.env, obs_shape=list(obs_shape), n_actions=n_actions, action_space=str(action_space),
                     network=network, lstm=args.lstm,
-                    fire_reset=args.fire_reset, value_torso=args.value_torso, method=args.method, mu=args.mu)
+                    fire_reset=args.fire_reset, value_torso=args.value_torso, method=args.method,
+                    mu=args.mu if args.continuous else None)  # --mu: continuous actions only
         self.dir, self.meta, self.saved, self.mine = args.checkpoint_dir, meta, None, []
         self.interval, self.sync = args.save_interval, None
         writable_dir(args.checkpoint_dir, "--checkpoint-dir")
@@ -127,7 +129,7 @@ class Checkpoints:
             self.saved = load_meta(args.checkpoint_dir)
             self.mine = [self.saved["dir"]]
             check_meta(self.saved, args.checkpoint_dir, args.env, meta["obs_shape"], meta["n_actions"],
-                       args.lstm, args.value_torso, args.method, meta["action_space"], args.mu)
+                       args.lstm, args.value_torso, args.method, meta["action_space"], meta["mu"])
         elif os.path.exists(os.path.join(args.checkpoint_dir, "latest.json")) and not args.overwrite:
             raise UserError(f"{args.checkpoint_dir} already holds a checkpoint; continue it with --resume, "
                             f"choose another --checkpoint-dir, or start afresh there with --overwrite")

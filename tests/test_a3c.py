@@ -62,12 +62,13 @@ class Bandit(FixedLengthEnv):
         return self.reset(), float(a), done, info
 
 
-def _graph(*flags, obs_shape=(4,), n_actions=2, threads=1, continuous=False):
+def _graph(*flags, obs_shape=(4,), n_actions=2, threads=1, continuous=False, bound=1.0):
     """a3c.py's graph for a vector env, in the current default graph, with a fresh session.
     With --partial-run each learner's net.pr is the slides' per-step copy; continuous: a Box
-    action of n_actions dimensions, the Gaussian policy."""
+    action of n_actions dimensions in [-bound, bound], the Gaussian policy."""
     args = a3c.parse_args(["--env", "CartPole-v1", *flags])
     args.continuous = continuous
+    args.bounds = ([-bound] * n_actions, [bound] * n_actions) if continuous else None
     a3c.fill_defaults(args, obs_shape, args.continuous, a3c.DEFAULTS, a3c.MLP_LSTM)
     g = a3c.build_global(obs_shape, n_actions, args)
     nets = [a3c.build_local(f"thread_{i}", g, obs_shape, n_actions, args) for i in range(threads)]

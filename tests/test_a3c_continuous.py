@@ -11,6 +11,7 @@ import a3c
 import atari_env
 from a3c_checkpoints import check_meta
 from cli import UserError
+from helpers import a3c_main_ok, result_of
 from test_a3c import _graph, _spy
 
 
@@ -50,7 +51,7 @@ def test_policy_gradient_moves_the_mean_toward_the_better_action():
     with tf.Graph().as_default():
         tf.set_random_seed(0)
         args, g, (net,), probe, sess = _graph("--t-max", "1", "--lr", "3e-3", "--reward-scale", "1",
-                                              n_actions=1, continuous=True)
+                                              n_actions=1, continuous=True, bound=3.0)
         obs = np.ones((1, 4), np.float32)
         sess.run(probe.copy_from_global)
         mu0 = sess.run(probe.mu, {probe.s_ph: obs})[0, 0]
@@ -61,7 +62,7 @@ def test_policy_gradient_moves_the_mean_toward_the_better_action():
         a3c.actor_learner(0, sess, net, g, ContinuousBandit(), args, shared, stop)
         sess.run(probe.copy_from_global)
         mu1 = sess.run(probe.mu, {probe.s_ph: obs})[0, 0]
-        assert abs(mu0) < 0.1 and mu1 > mu0 + 0.3, (mu0, mu1)  # the mean moved toward a = 1
+        assert abs(mu0) < 0.3 and mu1 > mu0 + 0.3, (mu0, mu1)  # the mean moved toward a = 1
 
 
 def test_env_gets_clipped_actions_and_the_gradient_the_unclipped_sample():
@@ -94,4 +95,19 @@ def test_checkpoint_records_the_action_space_and_refuses_another():
 def test_continuous_defaults():
     args = a3c.parse_args(["--env", "Pendulum-v1"])
     assert a3c.fill_defaults(args, (3,), True, a3c.DEFAULTS, a3c.MLP_LSTM) == "gauss"
-    assert (args.beta, args.value_torso) == (1e-4, "own")  # Section 9's entropy weight; no shared parameters
+    assert args.value_torso == "own" and args.mu == "tanh"  # Section 9: no shared parameters
+    assert (args.beta, args.gamma, args.value_coef) == (0.01, 0.9, 5.0)  # not Section 9's: docs/a3c.md
+
+
+def test_inverted_pendulum_learns_and_plays(tmp_path, capsys):
+    # InvertedPendulum-v5 scores the steps it stays up: about 4 for random actions, 26 for no torque (an
+    # untrained mu). Here (2-core AMD EPYC) seeds 1-4 evaluate 231 / 128 / 162 / 197 after these 30k steps
+    # with the defaults. Pendulum-v1 needs more steps than a test can spend to leave random (docs/a3c.md).
+    ck = tmp_path / "ck"
+    out = a3c_main_ok(capsys, "--env", "InvertedPendulum-v5", "--threads", "1", "--max-steps", "30000",
+                      "--eval-every", "30000", "--eval-episodes", "5", "--seed", "1",
+                      "--checkpoint-dir", str(ck), "--logdir", str(tmp_path))
+    res = result_of(out)
+    assert float(res["eval_return"]) >= 100, out[-1500:]
+    played = result_of(a3c_main_ok(capsys, "--play", str(ck), "--episodes", "5", "--seed", "1"))
+    assert played["mean_return"] == res["eval_return"]     # --play rebuilds N(mu, sigma^2) and plays mu
