@@ -101,13 +101,13 @@ def test_continuous_defaults():
 
 def test_inverted_pendulum_learns_and_plays(tmp_path, capsys):
     # InvertedPendulum-v5 scores the steps it stays up: about 4 for random actions, 26 for no torque (an
-    # untrained mu). Here (2-core AMD EPYC) seeds 1-4 evaluate 231 / 128 / 162 / 197 after these 30k steps
+    # untrained mu). Here (2-core AMD EPYC) seeds 1-4 evaluate 148 / 184 / 113 / 166 after these 20k steps
     # with the defaults. Pendulum-v1 needs more steps than a test can spend to leave random (docs/a3c.md).
     ck = tmp_path / "ck"
-    out = a3c_main_ok(capsys, "--env", "InvertedPendulum-v5", "--threads", "1", "--max-steps", "30000",
-                      "--eval-every", "30000", "--eval-episodes", "5", "--seed", "1",
+    out = a3c_main_ok(capsys, "--env", "InvertedPendulum-v5", "--threads", "1", "--max-steps", "20000",
+                      "--eval-every", "20000", "--eval-episodes", "3", "--seed", "1",
                       "--checkpoint-dir", str(ck), "--logdir", str(tmp_path))
     res = result_of(out)
-    assert float(res["eval_return"]) >= 100, out[-1500:]
-    played = result_of(a3c_main_ok(capsys, "--play", str(ck), "--episodes", "5", "--seed", "1"))
+    assert float(res["eval_return"]) >= 80, out[-1500:]
+    played = result_of(a3c_main_ok(capsys, "--play", str(ck), "--episodes", "3", "--seed", "1"))
     assert played["mean_return"] == res["eval_return"]     # --play rebuilds N(mu, sigma^2) and plays mu
