@@ -25,7 +25,8 @@ import numpy as np
 
 import atari_env
 from a3c_checkpoints import Checkpoints  # machinery, these imports down to tf_session
-from a3c_cli import add_output_flags, check_ranges, entry_point, fill_defaults, fill_dirs, kind_help, load_tf, make_env
+from a3c_cli import (add_output_flags, check_ranges, entry_point, fill_defaults, fill_dirs, kind_help, load_tf,
+                     make_env, read_actions)
 from a3c_cluster import Cluster, add_flags as add_cluster_flags
 from a3c_log import Log, Shared
 from a3c_partial_run import build as build_partial_run, rollout as partial_run_rollout
@@ -450,9 +451,8 @@ def main(argv, signals):
     threads = 0 if args.workers else args.threads
     envs = [make_env(args.env, args.seed + i, **env_kw) for i in range(threads)]
     eval_env = make_env(args.env, args.seed + 10_000, training=False, **env_kw)
-    obs_shape, (n_actions, args.bounds) = eval_env.observation_space.shape, atari_env.actions(eval_env.action_space)
-    args.continuous = args.bounds is not None              # a Box action: the Gaussian policy
-    kind = fill_defaults(args, obs_shape, args.continuous, DEFAULTS, MLP_LSTM)  # the network's defaults, unless given
+    obs_shape, n_actions = eval_env.observation_space.shape, read_actions(args, eval_env.action_space)  # Box: Gaussian
+    kind = fill_defaults(args, obs_shape, DEFAULTS, MLP_LSTM)  # the network's own defaults, unless given
     checkpoint = Checkpoints(args, obs_shape, n_actions, eval_env.action_space, kind)  # machinery: --resume, or refused
     print(atari_env.describe(args.env, args.vector_env, args.fire_reset), flush=True)
     # graph: theta, theta_v, T; each thread's theta'; the evaluator's copy

@@ -68,11 +68,19 @@ def kind_help(defaults, mlp_lstm):
     return per_kind
 
 
-def fill_defaults(args, obs_shape, continuous, defaults, mlp_lstm):
+def read_actions(args, space):
+    """args.bounds and args.continuous from the env's action space (a Box: the Gaussian policy);
+    returns the number of discrete actions, or of the Box's dimensions."""
+    n_actions, args.bounds = atari_env.actions(space)
+    args.continuous = args.bounds is not None
+    return n_actions
+
+
+def fill_defaults(args, obs_shape, defaults, mlp_lstm):
     """The defaults that depend on the network: the CNN's for Atari frames, the MLP's for vectors
-    (`mlp_lstm` over those with --lstm), the Gaussian policy's for Box actions. Returns the network's
-    kind, as latest.json records it."""
-    kind = "cnn" if len(obs_shape) == 3 else "gauss" if continuous else "mlp"
+    (`mlp_lstm` over those with --lstm), the Gaussian policy's for Box actions (args.continuous).
+    Returns the network's kind, as latest.json records it."""
+    kind = "cnn" if len(obs_shape) == 3 else "gauss" if args.continuous else "mlp"
     if kind == "gauss" and (args.method != "a3c" or args.partial_run):
         flag = "--partial-run" if args.method == "a3c" else f"--method {args.method}"
         raise UserError(f"{flag} needs discrete actions, and {args.env} has continuous ones; drop {flag}")

@@ -4,21 +4,22 @@ import numpy as np
 
 import atari_env
 from a3c_checkpoints import check_meta, for_play, restore
-from a3c_cli import make_env
+from a3c_cli import make_env, read_actions
 from tf_session import session
 from video import open_video, write_frame
 
 
 def open_play(args, seed):
-    """The checkpoint's latest.json (checked against the env), the env seeded `seed`, and the video
-    (or None). Prints the env line, as training does."""
+    """The checkpoint's latest.json (checked against the env), the env seeded `seed`, the video (or
+    None), and the number of actions (read_actions sets args.continuous). Prints the env line, as training does."""
     meta = for_play(args)                                  # the network flags follow the checkpoint
     env = make_env(args.env, seed, training=False, render=bool(args.record), fire_reset=args.fire_reset)
-    check_meta(meta, args.play, args.env, env.observation_space.shape, atari_env.actions(env.action_space)[0],
-               args.lstm, method=args.method, action_space=str(env.action_space))
+    n_actions = read_actions(args, env.action_space)
+    check_meta(meta, args.play, args.env, env.observation_space.shape, n_actions, args.lstm, method=args.method,
+               action_space=str(env.action_space))
     video = open_video(args.record, env, args.env) if args.record else None
     print(atari_env.describe(args.env, False, args.fire_reset), flush=True)
-    return env, meta, video
+    return env, meta, video, n_actions
 
 
 class Games:
@@ -44,10 +45,8 @@ class Games:
 def play(args, paper):
     """`paper`: the a3c module, whose network and play_games this runs."""
     tf = paper.tf
-    env, meta, video = open_play(args, args.seed + paper.PLAY_SEED)
+    env, meta, video, n_actions = open_play(args, args.seed + paper.PLAY_SEED)
     obs_shape = env.observation_space.shape
-    n_actions, args.bounds = atari_env.actions(env.action_space)
-    args.continuous = args.bounds is not None
     tf.set_random_seed(args.seed)
     args.rms_eps = 0.1                                     # build_global makes an optimizer; --play never uses it
     g = paper.build_global(obs_shape, n_actions, args)

@@ -42,7 +42,7 @@ def per_update_ms(b, remote):
     """ms per copy_from_global and per update; remote: through a parameter-server actor."""
     shape, n_actions = (84, 84, 4), 4
     args = a3c.parse_args(["--env", b.env, "--threads", "1", "--workers", "1"])
-    a3c.fill_defaults(args, shape, False, a3c.DEFAULTS, a3c.MLP_LSTM)
+    a3c.fill_defaults(args, shape, a3c.DEFAULTS, a3c.MLP_LSTM)
     with tf.Graph().as_default():
         g = a3c.build_global(shape, n_actions, args)
         net = a3c.build_local("thread_0", g, shape, n_actions, args)

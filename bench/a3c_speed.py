@@ -73,7 +73,7 @@ def build(b, variant, envs, finalize=True):
              **{m: ["--method", m] for m in a3c.TARGETS}}[variant]
     args = a3c.parse_args(["--env", b.env, "--threads", str(b.threads), "--seed", str(b.seed), *extra,
                            "--vector-env" if b.vector_env else "--no-vector-env"])
-    a3c.fill_defaults(args, envs[0].observation_space.shape, False, a3c.DEFAULTS, a3c.MLP_LSTM)
+    a3c.fill_defaults(args, envs[0].observation_space.shape, a3c.DEFAULTS, a3c.MLP_LSTM)
     args.max_steps = 10 ** 12                              # no annealing, no end
     shape, n_actions = envs[0].observation_space.shape, int(envs[0].action_space.n)
     tf.set_random_seed(b.seed)

@@ -11,6 +11,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import a3c
+from a3c_cli import read_actions
 from helpers import a3c_main_ok, result_of
 
 
@@ -67,9 +68,8 @@ def _graph(*flags, obs_shape=(4,), n_actions=2, threads=1, continuous=False, bou
     With --partial-run each learner's net.pr is the slides' per-step copy; continuous: a Box
     action of n_actions dimensions in [-bound, bound], the Gaussian policy."""
     args = a3c.parse_args(["--env", "CartPole-v1", *flags])
-    args.continuous = continuous
-    args.bounds = ([-bound] * n_actions, [bound] * n_actions) if continuous else None
-    a3c.fill_defaults(args, obs_shape, args.continuous, a3c.DEFAULTS, a3c.MLP_LSTM)
+    read_actions(args, gym.spaces.Box(-bound, bound, (n_actions,)) if continuous else gym.spaces.Discrete(n_actions))
+    a3c.fill_defaults(args, obs_shape, a3c.DEFAULTS, a3c.MLP_LSTM)
     g = a3c.build_global(obs_shape, n_actions, args)
     nets = [a3c.build_local(f"thread_{i}", g, obs_shape, n_actions, args) for i in range(threads)]
     probe = a3c.build_local("probe", g, obs_shape, n_actions, args, learner=False)  # reads theta after a copy

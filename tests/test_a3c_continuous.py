@@ -94,7 +94,8 @@ def test_checkpoint_records_the_action_space_and_refuses_another():
 
 def test_continuous_defaults():
     args = a3c.parse_args(["--env", "Pendulum-v1"])
-    assert a3c.fill_defaults(args, (3,), True, a3c.DEFAULTS, a3c.MLP_LSTM) == "gauss"
+    args.continuous = True
+    assert a3c.fill_defaults(args, (3,), a3c.DEFAULTS, a3c.MLP_LSTM) == "gauss"
     assert args.value_torso == "own" and args.mu == "tanh"  # Section 9: no shared parameters
     assert (args.beta, args.gamma, args.value_coef) == (0.01, 0.9, 5.0)  # not Section 9's: docs/a3c.md
 

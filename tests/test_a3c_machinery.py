@@ -163,7 +163,7 @@ def test_bad_flags_one_line(capsys, tmp_path, argv, needle):
 def test_defaults_follow_the_network_and_flags_win(flags, obs_shape, expected):
     """The defaults README's flag table lists for each network; a flag given on the command line wins."""
     args = a3c.parse_args(["--env", "CartPole-v1", *flags])
-    assert a3c.fill_defaults(args, obs_shape, args.continuous, a3c.DEFAULTS, a3c.MLP_LSTM) == ("cnn" if len(obs_shape) == 3 else "mlp")
+    assert a3c.fill_defaults(args, obs_shape, a3c.DEFAULTS, a3c.MLP_LSTM) == ("cnn" if len(obs_shape) == 3 else "mlp")
     assert {k: getattr(args, k) for k in expected} == expected
 
 
@@ -322,7 +322,7 @@ def test_cluster_update_through_the_parameter_server_is_the_one_process_update(m
     import tensorflow.compat.v1 as tf
     monkeypatch.setattr(ray, "get", lambda x, **kw: x)    # the stand-in's answers are the values themselves
     args = a3c.parse_args(["--env", "CartPole-v1", "--workers", "1", "--max-grad-norm", "0.5"])
-    a3c.fill_defaults(args, (4,), False, a3c.DEFAULTS, a3c.MLP_LSTM)
+    a3c.fill_defaults(args, (4,), a3c.DEFAULTS, a3c.MLP_LSTM)
     ps = a3c_cluster.ParameterServer(args, (4,), 2)
     rng = np.random.default_rng(0)
     with tf.Graph().as_default():
