@@ -91,7 +91,7 @@ def parse_args(argv=None):
                    "--play (default 0.05, DQN's evaluation)")
     p.add_argument("--seed", type=int, default=1,
                    help="seeds TF, and thread i's env and actions with seed + i (default 1)")
-    atari_env.add_flags(p)                                 # machinery: --vector-env, --fire-reset
+    atari_env.add_flags(p)                                 # machinery: --vector-env, --fire-reset, --fire-life-loss
     p.add_argument("--partial-run", action="store_true",
                    help="the slides' variant: reuse the acting forward passes in the update (feed-forward only; "
                         "TF 2.21 leaks ~120 KB per update on this path, see docs/a3c-results.md)")
@@ -406,7 +406,7 @@ LEARNERS = dict(a3c=actor_learner, **{method: value_learner for method in TARGET
 def play_games(sess, net, env, n, rng, args, stop=None, on_step=None):
     """n full games (up to 30 no-op starts, at most 108,000 frames, a lost life ends nothing),
     actions sampled from pi as in training; for continuous actions the mean mu, the policy's own choice
-    without the exploration noise sigma (as continuous-control papers report). Returns the raw scores."""
+    without the exploration noise sigma (as continuous-control papers report). Returns (raw score, steps) per game."""
     scores = []
     s = env.reset()
     state = zero_state(args)
@@ -419,7 +419,7 @@ def play_games(sess, net, env, n, rng, args, stop=None, on_step=None):
         if info["game_over"] or info.get("life_lost"):
             state = zero_state(args)                       # as in training: a fresh LSTM state per life
         if info["game_over"]:
-            scores.append(info["episode_return"])
+            scores.append((info["episode_return"], info["episode_length"]))  # a game at the cap idled: 27,000 steps
     return scores
 
 
@@ -435,7 +435,7 @@ def evaluator(sess, net, env, args, shared, stop):
         sess.run(net.copy_from_global)
         scores = play_games(sess, net, env, args.eval_episodes, rng, args, stop)
         if len(scores) == args.eval_episodes:              # a stopped evaluation is not reported
-            shared.evals.append((T, float(np.mean(scores)), float(np.std(scores))))
+            shared.evals.append((T, scores))
         next_T = (shared.T // args.eval_every + 1) * args.eval_every
 
 
@@ -447,14 +447,14 @@ def main(argv, signals):
         return play(args, sys.modules[__name__])
     fill_dirs(args)                                        # machinery: --env, folders, --vector-env by default
     # envs: thread i plays its own, seeded seed + i (in cluster mode: in the worker processes); the evaluator's
-    env_kw = dict(vector=args.vector_env, fire_reset=args.fire_reset)
+    env_kw = dict(vector=args.vector_env, **atari_env.flags_of(args))  # FIRE at reset and after a lost life
     threads = 0 if args.workers else args.threads
     envs = [make_env(args.env, args.seed + i, **env_kw) for i in range(threads)]
     eval_env = make_env(args.env, args.seed + 10_000, training=False, **env_kw)
     obs_shape, n_actions = eval_env.observation_space.shape, read_actions(args, eval_env.action_space)  # Box: Gaussian
     kind = fill_defaults(args, obs_shape, DEFAULTS, MLP_LSTM)  # the network's own defaults, unless given
     checkpoint = Checkpoints(args, obs_shape, n_actions, eval_env.action_space, kind)  # machinery: --resume, or refused
-    print(atari_env.describe(args.env, args.vector_env, args.fire_reset), flush=True)
+    print(atari_env.describe(args.env, **env_kw), flush=True)
     # graph: theta, theta_v, T; each thread's theta'; the evaluator's copy
     tf.set_random_seed(args.seed)
     g = build_global(obs_shape, n_actions, args)
@@ -483,8 +483,7 @@ def main(argv, signals):
             sess.run(evaluator_net.copy_from_global)
             env = make_env(args.env, args.seed + PLAY_SEED, training=False, **env_kw)
             rng = np.random.default_rng(args.seed + PLAY_SEED)
-            scores = play_games(sess, evaluator_net, env, args.eval_episodes, rng, args)
-            shared.evals.append((shared.T, float(np.mean(scores)), float(np.std(scores))))
+            shared.evals.append((shared.T, play_games(sess, evaluator_net, env, args.eval_episodes, rng, args)))
     signals.ignore()                                       # nothing may break the final save
     saved_ok = checkpoint()                                # theta, theta_v, T, RMSProp's slots
     mean = log(final=True)

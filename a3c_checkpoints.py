@@ -1,7 +1,7 @@
 """a3c.py's checkpoints, and how a run starts from one.
 
     <dir>/step-<T>/model.*   TF's Saver: theta, theta_v, T (global/...), RMSProp's slots (global/<w>/RMSProp, _1)
-    <dir>/latest.json        env, obs_shape, n_actions, action_space, network, lstm, fire_reset, value_torso, method, mu, T, dir
+    <dir>/latest.json        env, obs_shape, n_actions, action_space, network, lstm, fire_reset, fire_life_loss, value_torso, method, mu, T, dir
 
 Saved atomically (safe_files): a crash at any moment leaves the old checkpoint or the new one.
 A run never deletes or replaces what it did not write itself."""
@@ -88,6 +88,7 @@ def for_play(args):
     args.mu = meta.get("mu") or "linear"                   # checkpoints from before the flag: linear mu
     args.method = args.method or meta.get("method", "a3c")  # a mismatch is refused by check_meta
     args.fire_reset = meta.get("fire_reset", True) and args.fire_reset
+    args.fire_life_loss = meta.get("fire_life_loss", False) and args.fire_life_loss  # older checkpoints: as trained
     return meta
 
 
@@ -119,7 +120,7 @@ class Checkpoints:
     def __init__(self, args, obs_shape, n_actions, action_space, network):
         meta = dict(env=args.env, obs_shape=list(obs_shape), n_actions=n_actions, action_space=str(action_space),
                     network=network, lstm=args.lstm,
-                    fire_reset=args.fire_reset, value_torso=args.value_torso, method=args.method,
+                    fire_reset=args.fire_reset, fire_life_loss=args.fire_life_loss, value_torso=args.value_torso, method=args.method,
                     mu=args.mu if args.continuous else None)  # --mu: continuous actions only
         self.dir, self.meta, self.saved, self.mine = args.checkpoint_dir, meta, None, []
         self.interval, self.sync = args.save_interval, None

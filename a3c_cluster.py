@@ -152,7 +152,7 @@ class Worker:
         a3c = importlib.import_module("a3c")
         tf = a3c.tf
         first = index * args.threads
-        env_kw = dict(vector=args.vector_env, fire_reset=args.fire_reset)
+        env_kw = dict(vector=args.vector_env, **atari_env.flags_of(args))
         envs = [make_env(args.env, args.seed + first + i, **env_kw) for i in range(args.threads)]
         obs_shape, n_actions = envs[0].observation_space.shape, atari_env.actions(envs[0].action_space)[0]
         with tf.Graph().as_default():

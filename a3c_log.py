@@ -58,10 +58,13 @@ class Log:
             self.games += 1
             self.scalars(charts_episodic_return=(ret, step), charts_episodic_length=(length, step))
         while sh.evals:
-            step, mean, std = sh.evals.popleft()
+            step, games = sh.evals.popleft()               # (raw score, agent steps) per game
+            (mean, length), std = np.mean(games, axis=0), np.std([ret for ret, _ in games])
             self.last_eval = mean
-            print(f"eval global_step={step} eval_return={mean:.2f} eval_std={std:.2f} episodes={args.eval_episodes}")
-            self.scalars(eval_episodic_return=(mean, step), eval_episodic_return_std=(std, step))
+            print(f"eval global_step={step} eval_return={mean:.2f} eval_std={std:.2f} eval_length={length:.0f} "
+                  f"episodes={args.eval_episodes}")
+            self.scalars(eval_episodic_return=(mean, step), eval_episodic_return_std=(std, step),
+                         eval_episodic_length=(length, step))
         fps = (frames - self.frames) / max(now - self.t, 1e-9)
         lr, mean = self.learning_rate(args, T), np.mean(self.recent) if self.recent else float("nan")
         stats = [sh.stats.popleft() for _ in range(len(sh.stats))]

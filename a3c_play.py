@@ -13,12 +13,12 @@ def open_play(args, seed):
     """The checkpoint's latest.json (checked against the env), the env seeded `seed`, the video (or
     None), and the number of actions (read_actions sets args.continuous). Prints the env line, as training does."""
     meta = for_play(args)                                  # the network flags follow the checkpoint
-    env = make_env(args.env, seed, training=False, render=bool(args.record), fire_reset=args.fire_reset)
+    env = make_env(args.env, seed, training=False, render=bool(args.record), **atari_env.flags_of(args))
     n_actions = read_actions(args, env.action_space)
     check_meta(meta, args.play, args.env, env.observation_space.shape, n_actions, args.lstm, method=args.method,
                action_space=str(env.action_space))
     video = open_video(args.record, env, args.env) if args.record else None
-    print(atari_env.describe(args.env, False, args.fire_reset), flush=True)
+    print(atari_env.describe(args.env, **atari_env.flags_of(args)), flush=True)
     return env, meta, video, n_actions
 
 

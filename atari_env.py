@@ -26,6 +26,7 @@ Where ALE skips frames itself only the last frame is visible, so the wrapper doe
 and no two-frame max; it still grayscales, resizes, stacks and clips.
 """
 import difflib
+import functools
 
 import ale_py
 import cv2
@@ -59,7 +60,19 @@ def is_atari(env_id):
     return gym.spec(env_id).entry_point == "ale_py.env:AtariEnv"
 
 
-def describe(env_id, vector=False, fire_reset=True):
+@functools.lru_cache(maxsize=None)
+def has_fire(env_id):
+    """Does this game have a FIRE action? (It is action 1 in every minimal action set that has one.)"""
+    env = gym.make(env_id)
+    try:
+        meanings = env.unwrapped.get_action_meanings()
+    finally:
+        env.close()
+    assert "FIRE" not in meanings or meanings[1] == "FIRE", meanings
+    return "FIRE" in meanings
+
+
+def describe(env_id, vector=False, fire_reset=True, fire_life=True):
     """One line saying what this id does, printed at start-up."""
     if not is_atari(env_id):
         return f"env {env_id}: vector observations, passed through unchanged"
@@ -76,7 +89,8 @@ def describe(env_id, vector=False, fire_reset=True):
     else:
         frames = f"ALE skips {skip} frames, no two-frame max"
     return (f"env {env_id}: {frames}; sticky actions p={sticky}; 84x84x4 uint8, "
-            f"0-{NOOP_MAX} no-ops, {'FIRE' if fire_reset else 'no FIRE'} at reset, life loss ends training episodes, rewards clipped; {how}")
+            f"0-{NOOP_MAX} no-ops, {'FIRE' if fire_reset else 'no FIRE'} at reset, "
+            f"{'FIRE' if fire_life else 'no FIRE'} after a lost life, life loss ends training episodes, rewards clipped; {how}")
 
 
 def preprocess(frame_prev, frame_last):
@@ -89,7 +103,7 @@ def preprocess(frame_prev, frame_last):
 class AtariEnv:
     """The readable path: gymnasium AtariEnv + numpy/OpenCV preprocessing, one step at a time."""
 
-    def __init__(self, env_id, seed=0, training=True, noop_max=NOOP_MAX, render=False, fire_reset=True):
+    def __init__(self, env_id, seed=0, training=True, noop_max=NOOP_MAX, render=False, fire_reset=True, fire_life=True):
         # obs_type="grayscale" gives ALE's luminance (the same palette AtariVectorEnv uses)
         self.env = gym.make(env_id, obs_type="grayscale", max_num_frames_per_episode=MAX_FRAMES,
                             render_mode="rgb_array" if render else None)
@@ -99,7 +113,8 @@ class AtariEnv:
         self.training, self.noop_max = training, noop_max
         self.rng = np.random.default_rng(seed)
         self.seed = seed
-        self.fire = fire_reset and "FIRE" in self.env.unwrapped.get_action_meanings()
+        self.fire = fire_reset and has_fire(env_id)
+        self.fire_life = fire_life and has_fire(env_id)
         self.observation_space = gym.spaces.Box(0, 255, (SIZE, SIZE, FRAMES), np.uint8)
         self.action_space = self.env.action_space
         self.stack = np.zeros((SIZE, SIZE, FRAMES), np.uint8)
@@ -139,6 +154,10 @@ class AtariEnv:
 
     def step(self, action):
         frame, raw, terminated, truncated, info = self._raw_step(action)
+        if self.fire_life and info["lives"] < self.lives and not (terminated or truncated):
+            self._push(frame)                               # Breakout serves the next ball only after FIRE:
+            frame, r, terminated, truncated, info = self._raw_step(1)  # press it, as at reset (--fire-life-loss)
+            raw += r
         obs = self._push(frame).copy()
         out = {"raw_reward": raw, "game_over": terminated or truncated,
                "truncated": truncated and not terminated,
@@ -169,7 +188,7 @@ class VectorAtariEnv:
     releases the GIL while it runs, so Python threads scale with cores. Same settings as
     AtariEnv; reward clipping and life-loss bookkeeping are done here, identically."""
 
-    def __init__(self, env_id, seed=0, training=True, noop_max=NOOP_MAX, fire_reset=True):
+    def __init__(self, env_id, seed=0, training=True, noop_max=NOOP_MAX, fire_reset=True, fire_life=True):
         from ale_py.vector_env import AtariVectorEnv
         kw = gym.spec(env_id).kwargs
         skip = kw.get("frameskip", 4)
@@ -186,6 +205,7 @@ class VectorAtariEnv:
             episodic_life=False, life_loss_info=False,  # life loss detected from info["lives"], as in AtariEnv
             autoreset_mode="SameStep")        # obs after game over is already the next game's first obs
         self.training, self.seed = training, seed
+        self.fire_life = fire_life and has_fire(env_id)
         self.observation_space = gym.spaces.Box(0, 255, (SIZE, SIZE, FRAMES), np.uint8)
         self.action_space = self.env.single_action_space
 
@@ -202,6 +222,9 @@ class VectorAtariEnv:
 
     def step(self, action):
         obs, raw, terminated, truncated, info = self.env.step(np.array([action]))
+        if self.fire_life and int(info["lives"][0]) < self.lives and not (terminated[0] or truncated[0]):
+            obs, r, terminated, truncated, info = self.env.step(np.array([1]))  # FIRE serves the next ball, as above
+            raw = raw + r
         raw, game_over = float(raw[0]), bool(terminated[0] or truncated[0])
         frame_number = int(info["frame_number"][0])
         out = {"raw_reward": raw, "game_over": game_over, "truncated": bool(truncated[0] and not terminated[0]),
@@ -284,11 +307,11 @@ def vector_ok(env_id):
     return env_id in gym.registry and is_atari(env_id) and not isinstance(gym.spec(env_id).kwargs.get("frameskip", 4), tuple)
 
 
-def make_env(env_id, seed=0, vector=False, training=True, render=False, fire_reset=True):
+def make_env(env_id, seed=0, vector=False, training=True, render=False, fire_reset=True, fire_life=True):
     """The env a3c.py uses. Raises EnvError for unknown ids and spaces a3c.py cannot handle."""
     if is_atari(env_id):
-        env = VectorAtariEnv(env_id, seed, training, fire_reset=fire_reset) if vector else \
-            AtariEnv(env_id, seed, training, render=render, fire_reset=fire_reset)
+        env = VectorAtariEnv(env_id, seed, training, fire_reset=fire_reset, fire_life=fire_life) if vector else \
+            AtariEnv(env_id, seed, training, render=render, fire_reset=fire_reset, fire_life=fire_life)
     else:
         if vector:
             raise EnvError(f"--vector-env is for Atari ids only, not {env_id}")
@@ -313,6 +336,11 @@ def actions(space):
     return int(space.n), None
 
 
+def flags_of(args):
+    """make_env's and describe's keywords from the flags add_flags declares."""
+    return dict(fire_reset=args.fire_reset, fire_life=args.fire_life_loss)
+
+
 def add_flags(p):
     """a3c.py's flags for the env paths, declared here beside what they switch."""
     import argparse
@@ -320,4 +348,7 @@ def add_flags(p):
                    help="Atari: one ale_py AtariVectorEnv per thread (native preprocessing, releases the GIL); "
                         "default: on where it can run the id (a fixed frameskip), else the OpenCV path")
     p.add_argument("--fire-reset", action=argparse.BooleanOptionalAction, default=True,
-                   help="press FIRE after each reset, as DQN-era wrappers do (default on; docs/a3c-results.md)")
+                   help="press FIRE after each reset of a game, as DQN-era wrappers do (default on; docs/a3c-results.md)")
+    p.add_argument("--fire-life-loss", action=argparse.BooleanOptionalAction, default=True,
+                   help="press FIRE after each lost life too, so that Breakout serves the next ball whatever the "
+                        "policy does; DQN-era wrappers do this in effect (default on; docs/a3c-results.md)")

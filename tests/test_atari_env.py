@@ -96,7 +96,7 @@ def test_vector_env_same_shape_dtype_meaning():
         act = [1, 2, 3, 0][t % 4]
         oa, ra, da, ia = a.step(act)
         ob, rb, db, ib = b.step(act)
-        assert ia["frames"] == ib["frames"] == 4 and ra == rb
+        assert ia["frames"] == ib["frames"] == (8 if da else 4) and ra == rb  # a lost life: its FIRE's 4 frames too
         diffs.append(np.abs(oa.astype(int) - ob).mean())
         lives_lost.append((da, db, ia["lives"], ib["lives"]))
     # same game, same actions: the same picture up to a one-frame FIRE offset at reset
@@ -104,6 +104,31 @@ def test_vector_env_same_shape_dtype_meaning():
     assert all(x[0] == x[1] and x[2] == x[3] for x in lives_lost) and any(x[0] for x in lives_lost)
     with pytest.raises(atari_env.EnvError):
         atari_env.VectorAtariEnv("Breakout-v0")             # random frameskip has no native equivalent
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["opencv", "vector"])
+def test_a_lost_life_is_followed_by_a_served_ball(vector):
+    """Breakout serves the ball only after FIRE, also after a lost life. A random policy that never
+    presses FIRE: with --fire-life-loss (the default) every ball is served, so every life is lost in
+    turn and the game ends; without it the game idles after the first lost life, to the frame cap."""
+    def play(fire_life, steps=400):
+        env = atari_env.make_env(PAPER_ENV, seed=3, vector=vector, fire_life=fire_life)
+        env.reset()
+        rng, lost = np.random.default_rng(0), []
+        for t in range(steps):
+            _, _, done, info = env.step(int(rng.choice([0, 2, 3])))  # NOOP, RIGHT, LEFT: never FIRE
+            if done:
+                lost.append(t)
+            if info["game_over"]:
+                break
+        env.close()
+        return lost, info["game_over"]
+
+    lost, game_over = play(fire_life=True)
+    assert game_over and len(lost) == 5, lost              # 5 lives, each ball served and missed
+    assert all(b - a < 60 for a, b in zip(lost, lost[1:])), lost  # a missed ball takes about 24 steps
+    lost, game_over = play(fire_life=False)
+    assert len(lost) == 1 and not game_over, lost          # the reset's FIRE served one ball; then it idles
 
 
 @pytest.mark.parametrize("make", [lambda: atari_env.AtariEnv(PAPER_ENV, seed=5),
