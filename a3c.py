@@ -28,7 +28,7 @@ from a3c_checkpoints import Checkpoints  # machinery, these imports down to tf_s
 from a3c_cli import (add_output_flags, check_ranges, entry_point, fill_defaults, fill_dirs, kind_help, load_tf,
                      make_env, read_actions)
 from a3c_cluster import Cluster, add_flags as add_cluster_flags
-from a3c_log import Log, Shared
+from a3c_log import Log, Shared, torso_stats
 from a3c_partial_run import build as build_partial_run, rollout as partial_run_rollout
 from a3c_play import play
 from a3c_threads import ctrl_c_skips, run_threads
@@ -110,13 +110,13 @@ def parse_args(argv=None):
 def conv(x, k, c_out, stride, name):
     w = tf.get_variable(f"{name}/w", [k, k, x.shape[-1], c_out], initializer=tf.glorot_uniform_initializer())
     b = tf.get_variable(f"{name}/b", [c_out], initializer=tf.zeros_initializer())
-    return tf.nn.relu(tf.nn.conv2d(x, w, [1, stride, stride, 1], "VALID") + b)
+    return tf.nn.relu(tf.nn.conv2d(x, w, [1, stride, stride, 1], "VALID") + b, name=name)
 
 
 def dense(x, n_out, name, act=tf.nn.relu, init=None):
     w = tf.get_variable(f"{name}/w", [x.shape[-1], n_out], initializer=init or tf.glorot_uniform_initializer())
     b = tf.get_variable(f"{name}/b", [n_out], initializer=tf.zeros_initializer())
-    return act(tf.matmul(x, w) + b)
+    return act(tf.matmul(x, w) + b, name=name)             # the tensor <scope>/<name>:0
 
 
 def lstm(x, state):
@@ -226,6 +226,7 @@ def build_local(scope, g, obs_shape, n_actions, args, learner=True):
                 loss, stats, n = a3c_loss(log_pi_a, H, v, net.R_ph, args)
                 if args.continuous:                        # TensorBoard losses/sigma
                     stats["sigma"] = tf.reduce_mean(tf.sqrt(net.sigma2))
+            stats.update(torso_stats(scope))               # machinery: TensorBoard losses/live_units (CNN)
             net.train, net.grads, net.clipped = clipped_update(loss, stats, n, theta_local, g, args)
     net.pr = build_partial_run(scope, g, obs_shape, n_actions, args, sys.modules[__name__]) \
         if learner and args.partial_run else None

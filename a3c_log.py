@@ -31,6 +31,19 @@ class Shared:
         self.stats.append({k: float(v) for k, v in stats.items() if k != "T"})  # A3C's three, or q_loss
 
 
+def torso_stats(scope):
+    """For the Atari CNN: the share of its 256 fc ReLUs that fire for some state of an update's rollout
+    (TensorBoard losses/live_units, and live= on stdout). A ReLU that fires for no input passes no
+    gradient, so it stays off: at 0 the torso is dead, pi and V no longer depend on s, and the policy
+    drifts to uniform under the entropy term (docs/a3c-results.md)."""
+    import tensorflow.compat.v1 as tf
+    try:
+        fc = tf.get_default_graph().get_tensor_by_name(f"{scope}/fc:0")  # [n, 256]
+    except KeyError:                                       # the MLP: tanh units, which do not die
+        return {}
+    return {"live_units": tf.reduce_mean(tf.cast(tf.reduce_any(fc > 0, 0), tf.float32))}
+
+
 class Log:
     """Called every --log-interval from the main thread: drains what the threads recorded in
     `shared` (games, losses, evaluations) and writes it; `writer` is a tf.summary.FileWriter or None."""
@@ -72,7 +85,8 @@ class Log:
             np.mean([st[k] for st in stats]), T) for k in (stats[0] if stats else {})})  # losses/policy, ..., q
         if not final:
             eta = (args.max_steps - T) / (T - self.T0) * (now - self.t0) if T > self.T0 else float("nan")
+            live = f" live={np.mean([st['live_units'] for st in stats]):.2f}" if stats and "live_units" in stats[0] else ""
             print(f"global_step={T} progress={100 * T / args.max_steps:.1f}% eta={fmt_time(eta)} fps={fps:.0f} "
-                  f"episodes={self.games} mean_return={mean:.2f} lr={lr:.2e}", flush=True)
+                  f"episodes={self.games} mean_return={mean:.2f} lr={lr:.2e}{live}", flush=True)
         self.t, self.frames = now, frames
         return mean

@@ -11,6 +11,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import a3c
+import a3c_log
 from a3c_cli import read_actions
 from helpers import a3c_main_ok, result_of
 
@@ -252,6 +253,22 @@ def test_episode_end_bootstraps_from_final_obs_only_on_a_time_limit(truncated):
         R = r + 0.5 * R
         want.insert(0, R)
     np.testing.assert_allclose(fed, want, rtol=1e-6)
+
+
+def test_live_units_count_the_fc_relus_that_fire_and_read_zero_for_a_dead_torso():
+    """losses/live_units: the share of the CNN's fc units that fire for some state of a rollout,
+    against NumPy on the same activations; with the fc biases far below zero the torso is dead."""
+    args, g, nets, probe, sess = _graph(obs_shape=(84, 84, 4), n_actions=4)
+    net = nets[0]
+    live = net.train["live_units"]                          # part of every update's statistics
+    fc = tf.get_default_graph().get_tensor_by_name("thread_0/fc:0")
+    s = np.random.default_rng(0).integers(0, 256, (5, 84, 84, 4), np.uint8)
+    h, got = sess.run((fc, a3c_log.torso_stats("thread_0")["live_units"]), {net.s_ph: s})
+    assert 0 < got < 1 and got == pytest.approx(np.mean((h > 0).any(axis=0)))
+    b = next(v for v in tf.global_variables("thread_0/") if v.op.name == "thread_0/fc/b")
+    sess.run(b.assign(tf.fill(b.shape, -1e3)))
+    assert sess.run(live, {net.s_ph: s}) == 0
+    assert a3c_log.torso_stats("no_such_scope") == {}      # the MLP (tanh, no fc) reports nothing
 
 
 def test_value_torso_own_has_its_own_variables():
