@@ -1,6 +1,7 @@
 """a3c.py's machinery: training runs end to end, checkpoints, interrupts, bad input, cluster mode on Ray."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -50,6 +51,9 @@ def test_breakout_smoke_checkpoint_resume_play(tmp_path, capsys, env, flags):
             assert "--record cannot write" in _main_error(capsys, "--play", ck, "--record", bad)
         rc, _, err = run_script("a3c.py", "--play", ck, "--record", str(tmp_path / "x.unknown"))  # OpenCV's own
         assert rc == 2 and "Assertion failed" not in err and "--record cannot write" in err, err  # C++: hidden
+        rc, out, err = run_script("tools/torso.py", ck, "--frames", "50")  # an untrained torso is alive
+        dead, firing = re.search(r"none of 51 frames (\d+)%, firing per frame ([\d.]+) of 256", out).groups()
+        assert rc == 0 and int(dead) < 50 and float(firing) > 10, out + err
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
