@@ -32,16 +32,18 @@ class Shared:
 
 
 def torso_stats(scope):
-    """For the Atari CNN: the share of its 256 fc ReLUs that fire for some state of an update's rollout
-    (TensorBoard losses/live_units, and live= on stdout). A ReLU that fires for no input passes no
-    gradient, so it stays off: at 0 the torso is dead, pi and V no longer depend on s, and the policy
-    drifts to uniform under the entropy term (docs/a3c-results.md)."""
+    """For the Atari CNN: the share of its 256 fc units whose output differs between the states of an
+    update's rollout (TensorBoard losses/live_units, and live= on stdout). A ReLU that fires for no
+    input passes no gradient and stays off; once the conv layers are dead too, the fc units that still
+    fire give the same output for every screen. At 0 the torso is dead: pi and V no longer depend on s,
+    and the policy drifts to uniform under the entropy term (docs/a3c-results.md)."""
     import tensorflow.compat.v1 as tf
     try:
         fc = tf.get_default_graph().get_tensor_by_name(f"{scope}/fc:0")  # [n, 256]
     except KeyError:                                       # the MLP: tanh units, which do not die
         return {}
-    return {"live_units": tf.reduce_mean(tf.cast(tf.reduce_any(fc > 0, 0), tf.float32))}
+    varies = tf.reduce_max(fc, 0) > tf.reduce_min(fc, 0)  # [256]: an output that depends on s
+    return {"live_units": tf.reduce_mean(tf.cast(varies, tf.float32))}
 
 
 class Log:

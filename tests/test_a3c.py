@@ -255,19 +255,24 @@ def test_episode_end_bootstraps_from_final_obs_only_on_a_time_limit(truncated):
     np.testing.assert_allclose(fed, want, rtol=1e-6)
 
 
-def test_live_units_count_the_fc_relus_that_fire_and_read_zero_for_a_dead_torso():
-    """losses/live_units: the share of the CNN's fc units that fire for some state of a rollout,
-    against NumPy on the same activations; with the fc biases far below zero the torso is dead."""
+def test_live_units_count_the_fc_outputs_that_depend_on_s_and_read_zero_for_a_dead_torso():
+    """losses/live_units: the share of the CNN's fc units whose output differs between a rollout's
+    states, against NumPy on the same activations. Two ways to die: the fc ReLUs off for every input,
+    or the first conv layer off, so that the fc units that still fire give one output for all states."""
     args, g, nets, probe, sess = _graph(obs_shape=(84, 84, 4), n_actions=4)
     net = nets[0]
     live = net.train["live_units"]                          # part of every update's statistics
     fc = tf.get_default_graph().get_tensor_by_name("thread_0/fc:0")
     s = np.random.default_rng(0).integers(0, 256, (5, 84, 84, 4), np.uint8)
     h, got = sess.run((fc, a3c_log.torso_stats("thread_0")["live_units"]), {net.s_ph: s})
-    assert 0 < got < 1 and got == pytest.approx(np.mean((h > 0).any(axis=0)))
-    b = next(v for v in tf.global_variables("thread_0/") if v.op.name == "thread_0/fc/b")
-    sess.run(b.assign(tf.fill(b.shape, -1e3)))
-    assert sess.run(live, {net.s_ph: s}) == 0
+    assert 0 < got < 1 and got == pytest.approx(np.mean(h.max(axis=0) > h.min(axis=0)))
+    bias = {v.op.name: v for v in tf.global_variables("thread_0/")}
+    for dead in ({"fc": -1e3}, {"conv1": -1e3, "fc": 0.1}):  # biases; the second as the dead Pong run had
+        sess.run(net.copy_from_global)                      # theta' back to the untrained theta
+        sess.run([bias[f"thread_0/{k}/b"].assign(tf.fill(bias[f"thread_0/{k}/b"].shape, v)) for k, v in dead.items()])
+        h, got = sess.run((fc, live), {net.s_ph: s})
+        assert got == 0, dead
+    assert (h > 0).all(), "with conv1 dead the fc units still fire, with one output for every state"
     assert a3c_log.torso_stats("no_such_scope") == {}      # the MLP (tanh, no fc) reports nothing
 
 

@@ -1,6 +1,7 @@
-"""Is an Atari checkpoint's torso alive? Feeds it frames of random play and reports, for the fc layer
+"""Is an Atari checkpoint's torso alive? Feeds it frames of random play and reports, for each layer
 of the CNN, how many of its ReLUs fire for none of them (dead units pass no gradient, so they stay
-off), and how much pi and V vary across the frames (not at all: the policy ignores the screen).
+off), how many fc outputs vary across the frames (losses/live_units while training), and how much
+pi and V vary (not at all: the policy ignores the screen).
 
     python tools/torso.py checkpoints/BreakoutNoFrameskip-v4__1 [more checkpoint folders] [--frames 400]
 
@@ -35,20 +36,22 @@ def report(folder, n):
     if meta.get("network") != "cnn":
         raise SystemExit(f"{folder}: a {meta.get('network')} checkpoint; this looks at the Atari CNN only")
     w = tf.train.load_checkpoint(os.path.join(folder, meta["dir"], "model")).get_tensor
-    x = frames(meta["env"], n)
+    x, off = frames(meta["env"], n), []
     for layer, stride in (("conv1", 4), ("conv2", 2)):       # conv 8x8/4, 16 -> conv 4x4/2, 32, as a3c.network
         with tf_setup.quiet_stderr():                      # the first op's "failed call to cuInit" on a CPU machine
             x = np.maximum(tf.nn.conv2d(x, w(f"global/{layer}/w"), [1, stride, stride, 1], "VALID").numpy()
                            + w(f"global/{layer}/b"), 0)
+        off.append(np.mean(x.max(axis=(0, 1, 2)) == 0))    # channels that fire nowhere, for no frame
     h = np.maximum(x.reshape(len(x), -1) @ w("global/fc/w") + w("global/fc/b"), 0)  # [n, 256]
+    off.append(np.mean(h.max(0) == 0))
     logits = h @ w("global/pi/w") + w("global/pi/b")
     pi = np.exp(logits - logits.max(1, keepdims=True))
     pi /= pi.sum(1, keepdims=True)
     v = h @ w("global/v/w")[:, 0] + w("global/v/b")[0]
-    print(f"{folder} T={meta['T']}: fc units firing for none of {len(h)} frames {np.mean(h.max(0) == 0):.0%}, "
-          f"firing per frame {np.mean((h > 0).sum(1)):.1f} of {h.shape[1]}; "
-          f"pi's std across frames {pi.std(0).max():.4f}, V's {v.std():.4f}", flush=True)
-
+    print(f"{folder} T={meta['T']}: off for all {len(h)} frames: conv1 {off[0]:.0%}, conv2 {off[1]:.0%}, "
+          f"fc {off[2]:.0%} of its units; fc units whose output varies across the frames "
+          f"{np.mean(h.max(0) > h.min(0)):.0%}; pi's std across frames {pi.std(0).max():.4f}, V's {v.std():.4f}",
+          flush=True)
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
