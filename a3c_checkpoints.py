@@ -120,7 +120,8 @@ class Checkpoints:
     def __init__(self, args, obs_shape, n_actions, action_space, network):
         meta = dict(env=args.env, obs_shape=list(obs_shape), n_actions=n_actions, action_space=str(action_space),
                     network=network, lstm=args.lstm,
-                    fire_reset=args.fire_reset, fire_life_loss=args.fire_life_loss, value_torso=args.value_torso, method=args.method,
+                    fire_reset=args.fire_reset, fire_life_loss=args.fire_life_loss,
+                    value_torso=args.value_torso, method=args.method,
                     mu=args.mu if args.continuous else None)  # --mu: continuous actions only
         self.dir, self.meta, self.saved, self.mine = args.checkpoint_dir, meta, None, []
         self.interval, self.sync = args.save_interval, None

@@ -83,11 +83,12 @@ class Log:
         fps = (frames - self.frames) / max(now - self.t, 1e-9)
         lr, mean = self.learning_rate(args, T), np.mean(self.recent) if self.recent else float("nan")
         stats = [sh.stats.popleft() for _ in range(len(sh.stats))]
-        self.scalars(charts_fps=(fps, T), charts_lr=(lr, T), **{f"losses_{k.removesuffix('_loss')}": (
-            np.mean([st[k] for st in stats]), T) for k in (stats[0] if stats else {})})  # losses/policy, ..., q
+        losses = {k: np.mean([st[k] for st in stats]) for k in (stats[0] if stats else {})}  # policy, ..., q
+        self.scalars(charts_fps=(fps, T), charts_lr=(lr, T),
+                     **{f"losses_{k.removesuffix('_loss')}": (value, T) for k, value in losses.items()})
         if not final:
             eta = (args.max_steps - T) / (T - self.T0) * (now - self.t0) if T > self.T0 else float("nan")
-            live = f" live={np.mean([st['live_units'] for st in stats]):.2f}" if stats and "live_units" in stats[0] else ""
+            live = f" live={losses['live_units']:.2f}" if "live_units" in losses else ""
             print(f"global_step={T} progress={100 * T / args.max_steps:.1f}% eta={fmt_time(eta)} fps={fps:.0f} "
                   f"episodes={self.games} mean_return={mean:.2f} lr={lr:.2e}{live}", flush=True)
         self.t, self.frames = now, frames
