@@ -271,11 +271,11 @@ def clipped_update(loss, stats, n, theta_local, g, args):
     # The slides' three steps. The gradient of the rollout's summed loss is the sum of the
     # per-step gradients: Algorithm 3's accumulated d theta, d theta_v (tested against per-step).
     grads_and_vars = g.opt.compute_gradients(loss, theta_local)
-    d_theta, _ = tf.clip_by_global_norm([d for d, _ in grads_and_vars], args.max_grad_norm)
+    d_theta, norm = tf.clip_by_global_norm([d for d, _ in grads_and_vars], args.max_grad_norm)
     update = g.opt.apply_gradients(zip(d_theta, g.theta))  # onto the *global* theta: Hogwild, no lock
     with tf.control_dependencies([update]):                # partial_run cannot fetch ops: fetch a tensor
         T = tf.identity(g.T.assign_add(tf.cast(n, tf.int64)))  # T <- T + n
-    return dict(T=T, **stats), [d for d, _ in grads_and_vars], d_theta
+    return dict(T=T, grad_norm=norm, **stats), [d for d, _ in grads_and_vars], d_theta  # norm before clipping
 
 
 # ---------------------------------------------------------------- Algorithm 3, one actor-learner thread

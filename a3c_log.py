@@ -84,6 +84,8 @@ class Log:
         lr, mean = self.learning_rate(args, T), np.mean(self.recent) if self.recent else float("nan")
         stats = [sh.stats.popleft() for _ in range(len(sh.stats))]
         losses = {k: np.mean([st[k] for st in stats]) for k in (stats[0] if stats else {})}  # policy, ..., q
+        if "grad_norm" in losses:                          # one outsized update can kill the torso: keep the max
+            losses["grad_norm_max"] = max(st["grad_norm"] for st in stats)
         self.scalars(charts_fps=(fps, T), charts_lr=(lr, T),
                      **{f"losses_{k.removesuffix('_loss')}": (value, T) for k, value in losses.items()})
         if not final:

@@ -195,7 +195,8 @@ def test_update_is_clipped_shared_rmsprop_against_numpy(max_grad_norm):
             norm = np.sqrt(sum((d.astype(np.float64) ** 2).sum() for d in grads))
             assert (norm > max_grad_norm) == (max_grad_norm < 1), norm   # the case is the one it is named for
             d = [x * min(1.0, max_grad_norm / norm) for x in grads]
-            sess.run(net.train, {**fd, g.lr_ph: lr})
+            stats = sess.run(net.train, {**fd, g.lr_ph: lr})
+            assert stats["grad_norm"] == pytest.approx(norm, rel=1e-4)    # losses/grad_norm: before the clip
             ms = [0.9 * m + 0.1 * x ** 2 for m, x in zip(ms, d)]
             theta = [w - lr * x / np.sqrt(m + 0.1) for w, x, m in zip(theta, d, ms)]
             for got, want in zip(sess.run(g.theta), theta):
