@@ -37,11 +37,12 @@ from tf_session import session
 
 tf = load_tf()                                             # machinery: TF1-style graphs, TensorFlow's start-up quiet
 # Defaults that depend on the network, which the env decides. The Atari CNN keeps the paper's and the
-# authors' values but RMSProp's epsilon (the authors' 0.1 barely learned in 3M frames); the value
-# methods' I_target and epsilon annealing there are the paper's 40,000 and 4M frames. The MLP's, and
-# those of "gauss" (the MLP with the Gaussian policy for Box actions), come from measured sweeps.
+# authors' values but RMSProp's epsilon (the authors' 0.1 barely learned in 3M frames) and the lr (the
+# authors' 7e-4 kills the torso's ReLUs on Pong); the value methods' I_target and epsilon annealing
+# there are the paper's 40,000 and 4M frames. The MLP's, and those of "gauss" (the MLP with the
+# Gaussian policy for Box actions), come from measured sweeps.
 # docs/a3c.md: deviations from the paper; docs/a3c-results.md: figures.
-DEFAULTS = {"cnn": dict(lr=7e-4, rms_eps=1e-5, value_coef=0.5, beta=0.01, gamma=0.99, max_steps=80_000_000,
+DEFAULTS = {"cnn": dict(lr=2e-4, rms_eps=1e-5, value_coef=0.5, beta=0.01, gamma=0.99, max_steps=80_000_000,
                         reward_scale=1.0, eval_every=250_000, eval_episodes=10, target_every=10_000, eps_steps=1_000_000),
             "mlp": dict(lr=3e-3, rms_eps=0.1, value_coef=0.01, beta=0.02, gamma=0.99, max_steps=500_000,
                         reward_scale=1.0, eval_every=25_000, eval_episodes=20, eps_steps=100_000,
@@ -54,7 +55,7 @@ PLAY_SEED = 20_000  # --play and the final evaluation: games apart from thread i
 
 
 def parse_args(argv=None):
-    per_kind = kind_help(DEFAULTS, MLP_LSTM)               # "(default: Atari CNN 0.0007, classic-control MLP 0.003)"
+    per_kind = kind_help(DEFAULTS, MLP_LSTM)               # "(default: Atari CNN 0.0002, classic-control MLP 0.003)"
     p = Parser(description=__doc__.split("\n")[0], allow_abbrev=False)  # --work 2 must not reach the workers
     p.add_argument("--env", default=None, help="gymnasium id (default Breakout-v0; for --play: the checkpoint's)")
     p.add_argument("--method", choices=list(TARGETS) + ["a3c"], help="a3c (Algorithm 3, the default; for --play: "

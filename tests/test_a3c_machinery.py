@@ -155,7 +155,7 @@ def test_bad_flags_one_line(capsys, tmp_path, argv, needle):
 
 
 @pytest.mark.parametrize("flags, obs_shape, expected", [
-    ([], (84, 84, 4), dict(lr=0.0007, rms_eps=0.00001, value_coef=0.5, beta=0.01, max_steps=80000000,
+    ([], (84, 84, 4), dict(lr=0.0002, rms_eps=0.00001, value_coef=0.5, beta=0.01, max_steps=80000000,
                            eval_every=250000, eval_episodes=10, gamma=0.99, t_max=5, max_grad_norm=40.0,
                            rms_decay=0.99, threads=8)),
     ([], (4,), dict(lr=0.003, rms_eps=0.1, value_coef=0.01, beta=0.02, max_steps=500000, eval_every=25000,
