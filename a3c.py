@@ -37,10 +37,9 @@ from tf_session import session
 
 tf = load_tf()                                             # machinery: TF1-style graphs, TensorFlow's start-up quiet
 # Defaults that depend on the network, which the env decides. The Atari CNN keeps the paper's and the
-# authors' values but RMSProp's epsilon (the authors' 0.1 barely learned in 3M frames) and the lr (the
-# authors' 7e-4 kills the torso's ReLUs on Pong); the value methods' I_target and epsilon annealing
-# there are the paper's 40,000 and 4M frames. The MLP's, and those of "gauss" (the MLP with the
-# Gaussian policy for Box actions), come from measured sweeps.
+# authors' values but RMSProp's epsilon (0.1 barely learned) and lr (7e-4 kills the torso's ReLUs on Pong);
+# the value methods' I_target and epsilon annealing there are the paper's 40,000 and 4M frames. The MLP's,
+# and those of "gauss" (the MLP with the Gaussian policy for Box actions), come from measured sweeps.
 # docs/a3c.md: deviations from the paper; docs/a3c-results.md: figures.
 DEFAULTS = {"cnn": dict(lr=2e-4, rms_eps=1e-5, value_coef=0.5, beta=0.01, gamma=0.99, max_steps=80_000_000,
                         reward_scale=1.0, eval_every=250_000, eval_episodes=10, target_every=10_000, eps_steps=1_000_000),
