@@ -5,6 +5,7 @@ the threads at the end of their rollout so that the checkpoint after it holds a 
 import contextlib
 import sys
 import threading
+import time
 
 from cli import UserError, first_line
 
@@ -32,7 +33,7 @@ def run_threads(learners, others, stop, interval, every, signals, save, status=N
     try:
         try:
             while any(t.is_alive() for t in learners):
-                stop.wait(interval)
+                wait_for(learners, stop, interval)
                 if stop.is_set():                          # done, or a thread failed: the others finish their rollout
                     for t in learners:
                         t.join()
@@ -55,6 +56,14 @@ def run_threads(learners, others, stop, interval, every, signals, save, status=N
         save()
         raise UserError(*errors[0])                        # one line, status 1 (or status(e))
     return interrupted
+
+
+def wait_for(learners, stop, interval, poll=0.1):
+    """Up to `interval` s, but no longer than the learners run: a run that reaches T_max mid-interval
+    ends then, not at the next log line (a 300-step run took 5 s, the default --log-interval)."""
+    deadline = time.monotonic() + interval
+    while not stop.is_set() and any(t.is_alive() for t in learners) and time.monotonic() < deadline:
+        stop.wait(min(poll, max(0.0, deadline - time.monotonic())))
 
 
 @contextlib.contextmanager

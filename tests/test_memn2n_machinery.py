@@ -476,18 +476,22 @@ def test_a_signal_whose_interrupt_python_dropped_still_stops_training(trained, g
 
 
 # --------------------------------------------------------------------------- signals
-@pytest.mark.parametrize("sig,ignored,status", [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)])
-def test_signal_saves_model_and_exits(sig, ignored, status, gen_dir, tmp_path):
-    save = tmp_path / "model"
-    p = start_script("memn2n.py", ["--task", 1, "--data-dir", gen_dir, "--epochs", 1000, "--save", save, "--logdir", tmp_path,
-                "--no-xla"], ignore_sigint=ignored)
-    lines = Lines(p)
-    lines.until(lambda line: line.startswith("epoch=3 "))               # training is under way
-    p.send_signal(sig)
-    _, err = lines.rest(p)
-    assert_one_line_error(p.returncode, err, "interrupted: saved the model trained so far to", str(save),
-                          status=status)
-    memn2n_models.read_model(str(save))
+def test_signal_saves_model_and_exits(gen_dir, tmp_path):
+    """SIGINT (ignored at the start, as in a background job) and SIGTERM: the two runs side by side."""
+    runs = []
+    for sig, ignored, status in [(signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)]:
+        (tmp_path / sig.name).mkdir()
+        save = tmp_path / sig.name / "model"
+        p = start_script("memn2n.py", ["--task", 1, "--data-dir", gen_dir, "--epochs", 1000, "--save", save, "--logdir",
+                                       tmp_path / sig.name, "--no-xla"], ignore_sigint=ignored)
+        runs.append((sig, status, save, p, Lines(p)))
+    for sig, status, save, p, lines in runs:
+        lines.until(lambda line: line.startswith("epoch=3 "))           # training is under way
+        p.send_signal(sig)
+        _, err = lines.rest(p)
+        assert_one_line_error(p.returncode, err, "interrupted: saved the model trained so far to", str(save),
+                              status=status)
+        memn2n_models.read_model(str(save))
 
 
 @pytest.mark.parametrize("sig,ignored,status", [(signal.SIGTERM, False, 143), (signal.SIGINT, True, 130)])
