@@ -112,3 +112,18 @@ def test_inverted_pendulum_learns_and_plays(tmp_path, capsys):
     assert float(res["eval_return"]) >= 80, out[-1500:]
     played = result_of(a3c_main_ok(capsys, "--play", str(ck), "--episodes", "3", "--seed", "1"))
     assert played["mean_return"] == res["eval_return"]     # --play rebuilds N(mu, sigma^2) and plays mu
+
+
+def test_record_without_opengl_names_the_fix():
+    """A MuJoCo env on a machine with no display: --record's one line says how to get OpenGL."""
+    import video
+
+    class NoGL:
+        def reset(self):
+            return None
+
+        def render(self):
+            raise RuntimeError("FatalError: an OpenGL platform library has not been loaded into this process")
+    with pytest.raises(UserError) as e:
+        video.open_video("x.mp4", NoGL(), "HalfCheetah-v5")
+    assert "--record cannot render HalfCheetah-v5" in str(e.value) and "MUJOCO_GL=osmesa" in str(e.value)
