@@ -1,5 +1,6 @@
 """Helpers shared by the test files: running a script as a user would, reading its output, and
 generated bAbI data."""
+import importlib.util
 import os
 import queue
 import re
@@ -15,6 +16,14 @@ import memn2n
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the scripts' folder
 BABI_DIR = os.environ.get("BABI_DIR")
+
+
+def load_tool(name):
+    """tools/NAME.py as a module (tools/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(HERE, "tools", name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def run_script(script, *args, env=None, timeout=600, quiet_tf=True):

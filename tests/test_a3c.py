@@ -13,7 +13,7 @@ import tensorflow.compat.v1 as tf
 import a3c
 import a3c_log
 from a3c_cli import read_actions
-from helpers import a3c_main_ok, result_of
+from helpers import a3c_main_ok, load_tool, result_of
 
 
 @pytest.mark.parametrize("R_boot", [0.0, 5.0], ids=["terminal", "bootstrap"])
@@ -404,6 +404,11 @@ def test_cartpole_defaults_learn_evaluate_log_and_play(tmp_path, capsys):
         assert tag in tags and tags[tag], (tag, sorted(tags))
         assert all(0 <= s <= int(res["global_step"]) for s in tags[tag])
     assert tags["eval/episodic_return"] == [t for t, _ in evals]
+    # tools/plot_curve.py --csv keeps the evaluations as text, and reads them back as it reads event files.
+    plot_curve = load_tool("plot_curve")
+    plot_curve.write_csv(tmp_path / "run.csv", *plot_curve.curves([str(tb)], 1))
+    (_, train_mean), (x, m, _) = plot_curve.curves([str(tmp_path / "run.csv")], 1)
+    assert list(zip(x.astype(int), m)) == evals and len(train_mean) >= 1
     # The saved theta is the one the final evaluation scored: --play with the run's seed replays its 20 games.
     played = result_of(a3c_main_ok(capsys, "--play", str(ck), "--episodes", "20", "--seed", "1"))
     assert played["env"] == "CartPole-v1" and played["episodes"] == "20" and played["mean_return"] == res["eval_return"]

@@ -1,5 +1,4 @@
 """a3c.py's machinery: training runs end to end, checkpoints, interrupts, bad input, cluster mode on Ray."""
-import importlib.util
 import json
 import os
 import re
@@ -19,7 +18,7 @@ import a3c_cluster
 import a3c_threads
 import atari_env
 import cli
-from helpers import HERE, Lines, a3c_main_ok, assert_one_line_error, result_of, start_script
+from helpers import Lines, a3c_main_ok, assert_one_line_error, load_tool, result_of, start_script
 
 PAPER_ENV = "BreakoutNoFrameskip-v4"
 result = result_of
@@ -56,10 +55,7 @@ def test_breakout_smoke_checkpoint_resume_play(tmp_path, capfd, env, flags):
         assert a3c.main(["--play", ck, "--record", str(tmp_path / "x.unknown")]) == 2
         err = capfd.readouterr().err
         assert "Assertion failed" not in err and "--record cannot write" in err, err  # OpenCV's own C++: hidden
-        spec = importlib.util.spec_from_file_location("torso", os.path.join(HERE, "tools", "torso.py"))
-        torso = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(torso)
-        torso.report(ck, 50)                               # an untrained torso is alive
+        load_tool("torso").report(ck, 50)                               # an untrained torso is alive
         out = capfd.readouterr().out
         conv1, varies = re.search(r"all 51 frames: conv1 (\d+)%.* varies across the frames (\d+)%", out).groups()
         assert int(conv1) < 50 and int(varies) > 10, out

@@ -4,9 +4,12 @@ the --eval-episodes games) and training score (mean of the last 100 games) again
     pip install matplotlib        # optional, not in requirements.txt
     python tools/plot_curve.py runs/BreakoutNoFrameskip-v4__1__* --out breakout.png --random 1.6
     python tools/plot_curve.py A3C=runs/Pong__a3c "n-step Q=runs/Pong__q" --out pong.png   # several runs
+    python tools/plot_curve.py runs/Pong__a3c --csv docs/curves/pong.csv    # the points, kept as text
 
 A LABEL=DIR argument starts a new run named LABEL; the folders after it, until the next LABEL=,
 belong to it (a resumed run writes several). Without any LABEL=, all folders are one run.
+A DIR that ends in .csv is a file --csv wrote: the event files of a long run rarely outlive the
+machine, the points in docs/curves/ do.
 """
 import argparse
 import collections
@@ -38,21 +41,45 @@ def runs_of(args):
     return runs
 
 
-def plot_run(ax, logdirs, label, color, frames_per_step, alone):
+def curves(logdirs, frames_per_step):
+    """A run's two curves: training (frames, mean of the last 100 games) and evaluation (frames,
+    mean, std), as arrays; from its event files, or from the one .csv file --csv wrote."""
+    if len(logdirs) == 1 and logdirs[0].endswith(".csv"):
+        rows = np.genfromtxt(logdirs[0], delimiter=",", names=True, comments="#", ndmin=1)
+        ev = ~np.isnan(rows["eval_mean"])
+        return ((rows["frames"][~np.isnan(rows["train_mean"])], rows["train_mean"][~np.isnan(rows["train_mean"])]),
+                (rows["frames"][ev], rows["eval_mean"][ev], np.nan_to_num(rows["eval_std"][ev])))
     train = scalars(logdirs, "charts/episodic_return")
     ev = dict(scalars(logdirs, "eval/episodic_return"))
     ev_std = dict(scalars(logdirs, "eval/episodic_return_std"))
+    steps, rets = map(np.array, zip(*train)) if train else (np.zeros(0), np.zeros(0))
+    recent = collections.deque(maxlen=100)
+    smooth = np.array([(recent.append(r), np.mean(recent))[1] for r in rets])
+    s = np.array(sorted(ev), dtype=float)
+    return ((steps * frames_per_step, smooth),
+            (s * frames_per_step, np.array([ev[k] for k in sorted(ev)]), np.array([ev_std.get(k, 0.0) for k in sorted(ev)])))
+
+
+def write_csv(path, train, ev):
+    """Every evaluation, and the training mean every 100,000 frames, one row per frame count."""
+    rows = {int(f): [m, sd, np.nan] for f, m, sd in zip(*ev)}
+    for f, r in zip(*train):
+        row = rows.setdefault(int(-(-f // 100_000) * 100_000), [np.nan, np.nan, np.nan])
+        row[2] = r                                          # the last game's mean before that frame count
+    with open(path, "w") as out:
+        out.write("frames,eval_mean,eval_std,train_mean\n")
+        for f in sorted(rows):
+            out.write(f"{f}," + ",".join("" if np.isnan(v) else f"{v:.2f}" for v in rows[f]) + "\n")
+
+
+def plot_run(ax, logdirs, label, color, frames_per_step, alone):
+    (tx, ty), (x, m, sd) = curves(logdirs, frames_per_step)
     name = "" if alone else f"{label}: "
-    if train:
-        steps, rets = map(np.array, zip(*train))
-        recent = collections.deque(maxlen=100)
-        smooth = [(recent.append(r), np.mean(recent))[1] for r in rets]
-        ax.plot(steps * frames_per_step / 1e6, smooth, color="tab:blue" if alone else color, lw=1,
+    if len(tx):
+        ax.plot(tx / 1e6, ty, color="tab:blue" if alone else color, lw=1,
                 alpha=1.0 if alone else 0.45, label=f"{name}training (mean of last 100 games)")
-    if ev:
-        s = np.array(sorted(ev))
-        m, sd = np.array([ev[k] for k in s]), np.array([ev_std.get(k, 0.0) for k in s])
-        x = s * frames_per_step / 1e6
+    if len(x):
+        x = x / 1e6
         c = "tab:red" if alone else color
         ax.plot(x, m, "o-", color=c, ms=4, label=f"{name}evaluation (mean of full games)")
         ax.fill_between(x, m - sd, m + sd, color=c, alpha=0.15, label=f"{name}evaluation +- std" if alone else None)
@@ -66,7 +93,15 @@ def main():
     p.add_argument("--frames-per-step", type=float, default=4, help="emulator frames per agent step (4 on Atari)")
     p.add_argument("--random", type=float, help="the random policy's score, drawn as a dashed line")
     p.add_argument("--title", default=None, help="plot title (default: the logdirs)")
+    p.add_argument("--csv", metavar="FILE", help="write one run's points to FILE (.csv) instead of a picture")
     a = p.parse_args()
+    if a.csv:
+        runs = runs_of(a.logdirs)
+        if len(runs) != 1:
+            p.error(f"--csv writes one run; got {len(runs)} (drop the LABEL= arguments)")
+        write_csv(a.csv, *curves(runs[0][1], a.frames_per_step))
+        print(f"wrote {a.csv}")
+        return
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
