@@ -46,7 +46,7 @@ DEFAULTS = {"cnn": dict(lr=2e-4, rms_eps=1e-5, value_coef=0.5, beta=0.01, gamma=
             "mlp": dict(lr=3e-3, rms_eps=0.1, value_coef=0.01, beta=0.02, gamma=0.99, max_steps=500_000,
                         reward_scale=1.0, eval_every=25_000, eval_episodes=20, eps_steps=100_000,
                         target_every={"nstep-q": 4_000, "1step-q": 1_000, "1step-sarsa": 1_000}),
-            "gauss": dict(lr=1e-3, rms_eps=0.1, value_coef=5.0, beta=0.01, gamma=0.9, max_steps=1_000_000,
+            "gauss": dict(lr=1e-3, rms_eps=0.1, value_coef=5.0, beta=3e-3, gamma=0.9, max_steps=1_000_000,
                           reward_scale=0.1, eval_every=50_000, eval_episodes=10)}
 MLP_LSTM = dict(value_coef=0.5, beta=0.01)  # the MLP with --lstm: what the LSTM runs used
 CELLS = 256  # LSTM cells (Section 8)
