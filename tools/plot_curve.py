@@ -1,5 +1,5 @@
 """Plot a3c.py's learning curve from its TensorBoard event files: evaluation score (mean +- std of
-the --eval-episodes games) and training score (mean of the last 100 games) against frames.
+the --eval-episodes episodes) and training score (mean of the last 100 episodes) against frames.
 
     pip install matplotlib        # optional, not in requirements.txt
     python tools/plot_curve.py runs/BreakoutNoFrameskip-v4__1__* --out breakout.png --random 1.6
@@ -45,7 +45,8 @@ def curves(logdirs, frames_per_step):
     """A run's two curves: training (frames, mean of the last 100 games) and evaluation (frames,
     mean, std), as arrays; from its event files, or from the one .csv file --csv wrote."""
     if len(logdirs) == 1 and logdirs[0].endswith(".csv"):
-        rows = np.genfromtxt(logdirs[0], delimiter=",", names=True, comments="#", ndmin=1)
+        with open(logdirs[0]) as f:                           # '#' lines: where the points came from
+            rows = np.genfromtxt([line for line in f if not line.startswith("#")], delimiter=",", names=True, ndmin=1)
         ev = ~np.isnan(rows["eval_mean"])
         return ((rows["frames"][~np.isnan(rows["train_mean"])], rows["train_mean"][~np.isnan(rows["train_mean"])]),
                 (rows["frames"][ev], rows["eval_mean"][ev], np.nan_to_num(rows["eval_std"][ev])))
@@ -61,11 +62,11 @@ def curves(logdirs, frames_per_step):
 
 
 def write_csv(path, train, ev):
-    """Every evaluation, and the training mean every 100,000 frames, one row per frame count."""
+    """Every evaluation, and the training mean at the last episode of every 100,000 frames."""
     rows = {int(f): [m, sd, np.nan] for f, m, sd in zip(*ev)}
-    for f, r in zip(*train):
-        row = rows.setdefault(int(-(-f // 100_000) * 100_000), [np.nan, np.nan, np.nan])
-        row[2] = r                                          # the last game's mean before that frame count
+    last = {int(f) // 100_000: (int(f), r) for f, r in zip(*train)}   # the last episode of each 100k wins
+    for f, r in last.values():
+        rows.setdefault(f, [np.nan, np.nan, np.nan])[2] = r
     with open(path, "w") as out:
         out.write("frames,eval_mean,eval_std,train_mean\n")
         for f in sorted(rows):
@@ -77,11 +78,11 @@ def plot_run(ax, logdirs, label, color, frames_per_step, alone):
     name = "" if alone else f"{label}: "
     if len(tx):
         ax.plot(tx / 1e6, ty, color="tab:blue" if alone else color, lw=1,
-                alpha=1.0 if alone else 0.45, label=f"{name}training (mean of last 100 games)")
+                alpha=1.0 if alone else 0.45, label=f"{name}training (mean of last 100 episodes)")
     if len(x):
         x = x / 1e6
         c = "tab:red" if alone else color
-        ax.plot(x, m, "o-", color=c, ms=4, label=f"{name}evaluation (mean of full games)")
+        ax.plot(x, m, "o-", color=c, ms=4, label=f"{name}evaluation (mean of full episodes)")
         ax.fill_between(x, m - sd, m + sd, color=c, alpha=0.15, label=f"{name}evaluation +- std" if alone else None)
 
 
@@ -90,7 +91,7 @@ def main():
     p.add_argument("logdirs", nargs="+", metavar="[LABEL=]DIR",
                    help="a3c.py --logdir folder(s): one run, or several runs each started by LABEL=")
     p.add_argument("--out", default="curve.png", help="PNG to write (default curve.png)")
-    p.add_argument("--frames-per-step", type=float, default=4, help="emulator frames per agent step (4 on Atari)")
+    p.add_argument("--frames-per-step", type=float, default=4, help="emulator frames per agent step (default 4, Atari's; 1 for other envs)")
     p.add_argument("--random", type=float, help="the random policy's score, drawn as a dashed line")
     p.add_argument("--title", default=None, help="plot title (default: the logdirs)")
     p.add_argument("--csv", metavar="FILE", help="write one run's points to FILE (.csv) instead of a picture")
@@ -112,11 +113,11 @@ def main():
         plot_run(ax, dirs, label or ", ".join(dirs)[:40], f"C{k}", a.frames_per_step, alone=len(runs) == 1)
     if a.random is not None:
         ax.axhline(a.random, ls="--", color="gray", lw=1, label=f"random policy ({a.random:g})")
-    ax.set_xlabel("frames (millions)")
+    ax.set_xlabel("frames (millions)" if a.frames_per_step != 1 else "steps (millions)")
     ax.set_ylabel("score (raw, unclipped)")
     ax.set_title(a.title or ", ".join(label or dirs[0] for label, dirs in runs)[:80])
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(a.out)
     print(f"wrote {a.out}")
