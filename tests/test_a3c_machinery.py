@@ -55,7 +55,7 @@ def test_breakout_smoke_checkpoint_resume_play(tmp_path, capfd, env, flags):
         assert a3c.main(["--play", ck, "--record", str(tmp_path / "x.unknown")]) == 2
         err = capfd.readouterr().err
         assert "Assertion failed" not in err and "--record cannot write" in err, err  # OpenCV's own C++: hidden
-        load_tool("torso").report(ck, 50)                               # an untrained torso is alive
+        load_tool("torso").report(ck, 50)                  # an untrained torso is alive
         out = capfd.readouterr().out
         conv1, varies = re.search(r"all 51 frames: conv1 (\d+)%.* varies across the frames (\d+)%", out).groups()
         assert int(conv1) < 50 and int(varies) > 10, out
