@@ -47,8 +47,8 @@ def curves(logdirs, frames_per_step):
     if len(logdirs) == 1 and logdirs[0].endswith(".csv"):
         with open(logdirs[0]) as f:                           # '#' lines: where the points came from
             rows = np.genfromtxt([line for line in f if not line.startswith("#")], delimiter=",", names=True, ndmin=1)
-        ev = ~np.isnan(rows["eval_mean"])
-        return ((rows["frames"][~np.isnan(rows["train_mean"])], rows["train_mean"][~np.isnan(rows["train_mean"])]),
+        tr, ev = ~np.isnan(rows["train_mean"]), ~np.isnan(rows["eval_mean"])
+        return ((rows["frames"][tr], rows["train_mean"][tr]),
                 (rows["frames"][ev], rows["eval_mean"][ev], np.nan_to_num(rows["eval_std"][ev])))
     train = scalars(logdirs, "charts/episodic_return")
     ev = dict(scalars(logdirs, "eval/episodic_return"))
@@ -56,9 +56,10 @@ def curves(logdirs, frames_per_step):
     steps, rets = map(np.array, zip(*train)) if train else (np.zeros(0), np.zeros(0))
     recent = collections.deque(maxlen=100)
     smooth = np.array([(recent.append(r), np.mean(recent))[1] for r in rets])
-    s = np.array(sorted(ev), dtype=float)
+    at = sorted(ev)                                         # evaluation steps
     return ((steps * frames_per_step, smooth),
-            (s * frames_per_step, np.array([ev[k] for k in sorted(ev)]), np.array([ev_std.get(k, 0.0) for k in sorted(ev)])))
+            (np.array(at, dtype=float) * frames_per_step, np.array([ev[k] for k in at]),
+             np.array([ev_std.get(k, 0.0) for k in at])))
 
 
 def write_csv(path, train, ev):
